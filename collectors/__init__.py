@@ -1,0 +1,1 @@
+"""Edge: device drivers, device profiles, the edge agent and its outbox."""

@@ -1,0 +1,82 @@
+"""The `edge:` section of a site config: which devices this edge box polls, and how."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from collectors.profile import Profile, load_profile
+from telemetry.sample import Ident
+
+
+class TcpTransport(BaseModel):
+    """Modbus TCP to a device or gateway."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["tcp"] = "tcp"
+    host: str = Field(min_length=1)
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+
+
+class DeviceConfig(BaseModel):
+    """One meter polled by the edge agent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Ident
+    profile: str = Field(description="a shipped profile name, or a path to a profile YAML file")
+    transport: TcpTransport
+    unit_id: Annotated[int, Field(ge=0, le=247)] = 1
+    interval_s: Annotated[float, Field(ge=0.1, le=86400)] = 5.0
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_loads(cls, v: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        try:
+            load_profile(v, base=base)
+        except FileNotFoundError:
+            raise ValueError(f"profile file {v!r} does not exist") from None
+        except ValueError as exc:
+            raise ValueError(f"profile {v!r}: {exc}") from None
+        return v
+
+
+class EdgeConfig(BaseModel):
+    """Devices and state of one edge agent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent_id: Ident = "edge"
+    state_dir: Path = Path("var/edge")
+    # consecutive failed polls before a device is reported offline
+    offline_after: Annotated[int, Field(ge=1)] = 3
+    # Samples handed to the MQTT client and not yet acknowledged (bounds memory)
+    publish_window: Annotated[int, Field(ge=1, le=10_000)] = 500
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> EdgeConfig:
+        seen: set[str] = set()
+        for i, d in enumerate(self.devices):
+            if d.id in seen:
+                raise ValueError(f"devices[{i}]: device id {d.id!r} is used twice")
+            seen.add(d.id)
+        return self
+
+    def device(self, device_id: str) -> DeviceConfig:
+        """The device with this id, or a ValueError listing the known ones."""
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        raise ValueError(f"no device {device_id!r} in edge.devices "
+                         f"(known: {', '.join(d.id for d in self.devices) or 'none'})")
+
+
+def device_profile(device: DeviceConfig, base_dir: Path | None) -> Profile:
+    """The profile a device config names."""
+    return load_profile(device.profile, base=base_dir)

@@ -1,0 +1,75 @@
+"""Publishes the outbox in order at QoS 1 and deletes each Sample when its PUBACK arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from collectors.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class OutboxPublisher:
+    """Hands at most `window` Samples to paho at a time; paho resends them after a reconnect."""
+
+    def __init__(self, outbox: Outbox, client: paho.Client, *, window: int) -> None:
+        self.outbox = outbox
+        self.client = client
+        self.window = window
+        self._inflight: dict[int, int] = {}  # mid -> outbox id
+        self._last_handed = 0
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.published = 0
+        self.acked = 0
+        self.rejected = 0
+        client.on_publish = self._on_publish
+
+    def wake(self) -> None:
+        """New rows are in the outbox."""
+        self._wake.set()
+
+    @property
+    def inflight(self) -> int:
+        """Samples handed to paho and not yet acknowledged."""
+        return len(self._inflight)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop` is set."""
+        while not stop.is_set():
+            room = self.window - len(self._inflight)
+            if room > 0:
+                for row_id, topic, payload in self.outbox.pending(self._last_handed, room):
+                    info = self.client.publish(topic, payload, qos=1)
+                    self._inflight[info.mid] = row_id
+                    self._last_handed = row_id
+                    self.published += 1
+            self._wake.clear()
+            waiter = asyncio.ensure_future(self._wake.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, timeout=1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+
+    def _on_publish(self, _c: paho.Client, _ud: Any, mid: int, reason: Any, _props: Any) -> None:
+        # paho's network thread: hand over to the event loop, which owns the database.
+        failed = bool(getattr(reason, "is_failure", False))
+        self._loop.call_soon_threadsafe(self._acked, mid, failed, str(reason))
+
+    def _acked(self, mid: int, failed: bool, reason: str) -> None:
+        row_id = self._inflight.pop(mid, None)
+        if row_id is None:
+            return
+        if failed:
+            # An MQTT 5 broker refused it (ACL, quota): keep it on disk for the next start.
+            self.rejected += 1
+            log.error("broker refused outbox row %d: %s; kept in the outbox", row_id, reason)
+            return
+        self.outbox.delete([row_id])
+        self.acked += 1
+        self._wake.set()

@@ -1,0 +1,1 @@
+"""Ingest: broker to storage sinks, with validation, dead letters and dedupe."""

@@ -1,0 +1,52 @@
+"""The boundary: a message becomes Samples, or a rejection with the reason."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from telemetry.quantities import Vocabulary
+from telemetry.sample import Sample, WireError, decode
+from telemetry.topics import Topic, TopicKind
+
+
+class Rejected(ValueError):
+    """A message ingest refuses; the message is the reason."""
+
+    def __init__(self, site: str, reason: str) -> None:
+        super().__init__(reason)
+        self.site = site
+        self.reason = reason
+
+
+def validate(topic: str, payload: bytes, *, vocabulary: Vocabulary, sites: Collection[str],
+             now: int, max_future_ms: int, max_age_ms: int) -> tuple[Topic, list[Sample]]:
+    """Decode and check a message against its topic; raise Rejected naming what is wrong."""
+    try:
+        t = Topic.parse(topic)
+    except ValueError as exc:
+        raise Rejected("invalid", str(exc)) from None
+    if t.site not in sites:
+        raise Rejected(t.site, f"site {t.site!r} is not served by this ingest")
+    if t.kind not in (TopicKind.SAMPLE, TopicKind.DERIVED):
+        raise Rejected(t.site, f"topic kind {t.kind} carries no Samples")
+    try:
+        samples = decode(payload)
+    except WireError as exc:
+        raise Rejected(t.site, str(exc)) from None
+    for i, s in enumerate(samples):
+        where = f"[{i}]" if len(samples) > 1 else ""
+        if s.site != t.site:
+            raise Rejected(t.site, f"payload{where}.site={s.site!r} does not match topic site "
+                                   f"{t.site!r}")
+        if t.device is not None and s.device != t.device:
+            raise Rejected(t.site, f"payload{where}.device={s.device!r} does not match topic "
+                                   f"device {t.device!r}")
+        unknown = sorted(q for q in s.values if q not in vocabulary)
+        if unknown:
+            raise Rejected(t.site, f"payload{where}.values: unknown quantities {unknown}")
+        if s.ts > now + max_future_ms:
+            raise Rejected(t.site, f"payload{where}.ts={s.ts}: {(s.ts - now) // 1000} s in "
+                                   f"the future")
+        if s.ts < now - max_age_ms:
+            raise Rejected(t.site, f"payload{where}.ts={s.ts}: older than the accepted age")
+    return t, samples

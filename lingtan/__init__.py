@@ -1,0 +1,1 @@
+"""The shell: CLI, config loading, demo."""

@@ -1,0 +1,1 @@
+"""Rules: accounting (energy, Scope 2), the factor library and the ledger."""

@@ -1,0 +1,75 @@
+"""The `rules:` section of a site config: meter roles, factors and the ledger."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from telemetry.quantities import QuantityKind, vocabulary
+from telemetry.sample import Ident
+
+
+class Role(StrEnum):
+    """What a meter measures for the accounts."""
+
+    GRID_IMPORT = "grid_import"
+
+
+# The counter each role reads unless the config names another.
+DEFAULT_QUANTITY = {Role.GRID_IMPORT: "energy_import_kwh"}
+
+
+class MeterConfig(BaseModel):
+    """A meter that counts in the accounts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: Ident
+    role: Role
+    quantity: str | None = None
+    # The value at which the device's counter register wraps to zero, in the quantity's unit.
+    counter_max: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _counter(self) -> MeterConfig:
+        q = self.counter_quantity
+        if q not in vocabulary():
+            raise ValueError(f"quantity {q!r} is not in the vocabulary")
+        if vocabulary()[q].kind is not QuantityKind.COUNTER:
+            raise ValueError(f"quantity {q!r} is a {vocabulary()[q].kind}, energy needs a counter")
+        return self
+
+    @property
+    def counter_quantity(self) -> str:
+        """The counter this meter's energy comes from."""
+        return self.quantity or DEFAULT_QUANTITY[self.role]
+
+
+class RulesConfig(BaseModel):
+    """How rules turns readings into energy and emissions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: Ident = "lingtan-rules"
+    ledger: Path = Path("var/ledger.sqlite")
+    # Site-specific factor files, on top of the library shipped with lingtan.
+    factor_files: list[Path] = Field(default_factory=list)
+    # Pin the location-based grid factor by id; by default it follows the site's region and year.
+    grid_factor: str | None = None
+    meters: list[MeterConfig] = Field(default_factory=list)
+    # How often the running figure of the open 15-minute interval is republished.
+    derived_every_s: Annotated[float, Field(ge=0.1, le=900)] = 10.0
+    batch_messages: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    batch_wait_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+
+    @model_validator(mode="after")
+    def _unique(self) -> RulesConfig:
+        seen: set[str] = set()
+        for i, m in enumerate(self.meters):
+            if m.device in seen:
+                raise ValueError(f"meters[{i}]: device {m.device!r} is listed twice")
+            seen.add(m.device)
+        return self

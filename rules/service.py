@@ -1,0 +1,124 @@
+"""Rules: consume meter Samples, account in the ledger, publish derived figures."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from rules.config import RulesConfig
+from rules.engine import Engine
+from rules.factors import FactorLibrary
+from rules.ledger import Ledger
+from telemetry import topics
+from telemetry.config import BrokerConfig, SiteInfo
+from telemetry.mqtt import Consumer, Message
+from telemetry.sample import Sample, WireError, decode, encode
+from telemetry.timeutil import QUARTER_HOUR_MS, floor_ms
+
+log = logging.getLogger(__name__)
+
+
+def _resolve(path: Path, base_dir: Path | None) -> Path:
+    return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+class RulesService:
+    """One site's accounting; a message is acknowledged once the ledger has committed it."""
+
+    def __init__(self, site: SiteInfo, broker: BrokerConfig, cfg: RulesConfig,
+                 *, base_dir: Path | None = None) -> None:
+        self.site = site
+        self.cfg = cfg
+        self.ledger = Ledger(_resolve(cfg.ledger, base_dir))
+        factors = FactorLibrary.load([_resolve(p, base_dir) for p in cfg.factor_files])
+        self.engine = Engine(site, cfg, self.ledger, factors)
+        subs = [topics.sample(site.id, m.device) for m in cfg.meters]
+        self.consumer = Consumer(broker, cfg.client_id, subs)
+        self.consumer.client.on_publish = self._on_publish
+        self._acks: queue.Queue[int] = queue.Queue()
+        self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (interval start, version)
+        self.samples_applied = 0
+        self.invalid_messages = 0
+        self.derived_published = 0
+        self._last_open_publish = -1e9
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until `stop` is set."""
+        self.consumer.start()
+        try:
+            while not stop.is_set():
+                batch = self.consumer.get_batch(self.cfg.batch_messages, self.cfg.batch_wait_s)
+                if batch:
+                    self.process(batch)
+                self._settle_acks()
+                self.publish_changed()
+        finally:
+            self.consumer.stop()
+            self.ledger.close()
+
+    def process(self, batch: list[Message]) -> None:
+        """Account for a batch in one ledger transaction, then acknowledge it."""
+        samples: list[Sample] = []
+        for m in batch:
+            try:
+                samples += decode(m.payload)
+            except WireError as exc:
+                # ingest dead-letters bad payloads; rules only skips them
+                self.invalid_messages += 1
+                log.warning("skipping invalid message on %s: %s", m.topic, exc)
+        with self.ledger.transaction():
+            for s in samples:
+                if self.engine.apply(s):
+                    self.samples_applied += 1
+        self.consumer.ack(batch)
+
+    def publish_changed(self) -> None:
+        """Publish site intervals whose figures changed since they were last published.
+
+        A closed interval (every meter has reported past its end) goes out at once; the open
+        one at most every `derived_every_s`, so the live figure moves without a message per
+        reading. A later revision of an interval is a new Sample with the same ts: latest seq wins.
+        """
+        mark = self.engine.watermark()
+        if mark is None:
+            return
+        open_from = floor_ms(mark, QUARTER_HOUR_MS)
+        now = time.monotonic()
+        open_due = now - self._last_open_publish >= self.cfg.derived_every_s
+        pending = {start for start, _ in self._inflight.values()}
+        for iv in self.ledger.unpublished(self.site.id, mark):
+            is_open = iv.start_ms >= open_from
+            if iv.start_ms in pending or (is_open and not open_due):
+                continue
+            with self.ledger.transaction():
+                seq = self.ledger.next_derived_seq(self.site.id)
+            info = self.consumer.publish(topics.derived(self.site.id),
+                                         encode(self.engine.derived_sample(iv, seq)), qos=1)
+            self._inflight[info.mid] = (iv.start_ms, iv.version)
+            self.derived_published += 1
+            if is_open:
+                self._last_open_publish = now
+
+    def _on_publish(self, _c: paho.Client, _ud: Any, mid: int, _rc: Any, _p: Any) -> None:
+        self._acks.put(mid)
+
+    def _settle_acks(self) -> None:
+        done: list[tuple[int, int]] = []
+        while True:
+            try:
+                mid = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            entry = self._inflight.pop(mid, None)
+            if entry is not None:
+                done.append(entry)
+        if done:
+            with self.ledger.transaction():
+                for start, version in done:
+                    self.ledger.mark_published(self.site.id, start, version)

@@ -1,0 +1,172 @@
+"""MQTT plumbing shared by the edge, ingest and rules: client set-up and an acknowledging consumer.
+
+paho runs its network loop in a thread; the consumer hands messages to the caller through a
+bounded queue and acknowledges them only when the caller says what they caused is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from telemetry.config import BrokerConfig
+
+log = logging.getLogger(__name__)
+
+
+def make_client(
+    broker: BrokerConfig,
+    client_id: str,
+    *,
+    persistent: bool,
+    manual_ack: bool = False,
+) -> paho.Client:
+    """A paho client set up from config: protocol, credentials, TLS and reconnect backoff."""
+    v5 = broker.protocol == "5"
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        # MQTT 3.1.1 persistent sessions are clean_session=False; v5 uses clean_start on connect.
+        clean_session=None if v5 else not persistent,
+        manual_ack=manual_ack,
+    )
+    if broker.username is not None:
+        pw = broker.password()
+        client.username_pw_set(broker.username, pw.get_secret_value() if pw else None)
+    if broker.tls:
+        client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None,
+                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client
+
+
+def connect_async(client: paho.Client, broker: BrokerConfig, *, persistent: bool) -> None:
+    """Start connecting in the background; paho reconnects on its own afterwards."""
+    if broker.protocol == "5":
+        props = Properties(PacketTypes.CONNECT)
+        if persistent:
+            props.SessionExpiryInterval = broker.session_expiry_s
+        client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s,
+                             clean_start=not persistent, properties=props)
+    else:
+        client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s)
+    client.loop_start()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received message, to be acknowledged once what it caused is durable."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    retain: bool
+
+
+class Consumer:
+    """Subscribes with a persistent session and QoS 1; acknowledges on request, in order.
+
+    The queue is bounded: when the caller stops taking batches (its sink is down), the paho
+    thread blocks, stops reading the socket, and the broker holds the rest.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        client_id: str,
+        subscriptions: Sequence[str],
+        *,
+        max_pending: int = 10_000,
+    ) -> None:
+        self.broker = broker
+        self.subscriptions = list(subscriptions)
+        self._queue: queue.Queue[Message] = queue.Queue(maxsize=max_pending)
+        self._stopping = threading.Event()
+        self.connected = threading.Event()
+        self.client = make_client(broker, client_id, persistent=True, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.on_connected: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        """Connect in the background."""
+        connect_async(self.client, self.broker, persistent=True)
+
+    def stop(self) -> None:
+        """Disconnect; unacknowledged messages stay with the broker's session."""
+        self._stopping.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until connected (and subscribed) or `timeout` seconds pass."""
+        return self.connected.wait(timeout)
+
+    def _on_connect(self, client: paho.Client, _ud: Any, _flags: Any, reason: Any,
+                    _props: Any) -> None:
+        if reason.is_failure:
+            log.error("broker %s refused connection: %s", self.broker.url, reason)
+            return
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
+        log.info("connected to %s, subscribed to %s", self.broker.url, self.subscriptions)
+        self.connected.set()
+        if self.on_connected is not None:
+            self.on_connected()
+
+    def _on_disconnect(self, _c: paho.Client, _ud: Any, _flags: Any, reason: Any,
+                       _props: Any) -> None:
+        self.connected.clear()
+        if not self._stopping.is_set():
+            log.warning("disconnected from %s: %s; reconnecting", self.broker.url, reason)
+
+    def _on_message(self, _c: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:
+        m = Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain))
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(m, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def get_batch(self, max_messages: int, max_wait_s: float) -> list[Message]:
+        """Up to `max_messages`, waiting at most `max_wait_s` after the first one arrives."""
+        try:
+            first = self._queue.get(timeout=max_wait_s)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + max_wait_s
+        while len(batch) < max_messages:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=max(0.0, remaining)) if remaining > 0
+                             else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        """Acknowledge messages whose effects are durable (in the order received)."""
+        for m in messages:
+            if m.qos > 0:
+                self.client.ack(m.mid, m.qos)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1,
+                retain: bool = False) -> paho.MQTTMessageInfo:
+        """Publish through the same connection."""
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
