@@ -39,14 +39,23 @@ class DeviceHealth:
 class EdgeAgent:
     """Polls every configured device and publishes through the outbox."""
 
-    def __init__(self, site: SiteInfo, broker: BrokerConfig, edge: EdgeConfig,
-                 *, base_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        site: SiteInfo,
+        broker: BrokerConfig,
+        edge: EdgeConfig,
+        *,
+        base_dir: Path | None = None,
+    ) -> None:
         self.site = site
         self.broker = broker
         self.edge = edge
         self.base_dir = base_dir
-        state_dir = edge.state_dir if edge.state_dir.is_absolute() or base_dir is None \
+        state_dir = (
+            edge.state_dir
+            if edge.state_dir.is_absolute() or base_dir is None
             else base_dir / edge.state_dir
+        )
         self.outbox = Outbox(state_dir / "outbox.sqlite")
         self.health: dict[str, DeviceHealth] = {d.id: DeviceHealth() for d in edge.devices}
         self._readers: dict[tuple[str, int], ModbusTcpReader] = {}
@@ -54,12 +63,14 @@ class EdgeAgent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and publish until `stop` is set."""
-        client = make_client(self.broker, f"lingtan-edge-{self.site.id}-{self.edge.agent_id}",
-                             persistent=False)
+        client = make_client(
+            self.broker, f"lingtan-edge-{self.site.id}-{self.edge.agent_id}", persistent=False
+        )
         agent_status = topics.status(self.site.id, self.edge.agent_id)
         client.will_set(agent_status, orjson.dumps({"state": "offline"}), qos=1, retain=True)
         client.on_connect = lambda c, *_: c.publish(
-            agent_status, orjson.dumps({"state": "online", "ts": now_ms()}), qos=1, retain=True)
+            agent_status, orjson.dumps({"state": "online", "ts": now_ms()}), qos=1, retain=True
+        )
         connect_async(client, self.broker, persistent=False)
         self.publisher = OutboxPublisher(self.outbox, client, window=self.edge.publish_window)
         try:
@@ -68,8 +79,9 @@ class EdgeAgent:
                 for dev in self.edge.devices:
                     tg.create_task(self._poll_loop(dev, client, stop), name=f"poll-{dev.id}")
         finally:
-            client.publish(agent_status, orjson.dumps({"state": "offline", "ts": now_ms()}),
-                           qos=1, retain=True).wait_for_publish(timeout=2)
+            client.publish(
+                agent_status, orjson.dumps({"state": "offline", "ts": now_ms()}), qos=1, retain=True
+            ).wait_for_publish(timeout=2)
             client.disconnect()
             client.loop_stop()
             for reader in self._readers.values():
@@ -80,8 +92,9 @@ class EdgeAgent:
         # Devices behind one gateway share its connection; the reader serialises requests.
         key = (dev.transport.host, dev.transport.port)
         if key not in self._readers:
-            self._readers[key] = ModbusTcpReader(dev.transport.host, dev.transport.port,
-                                                 timeout_s=dev.timeout_s)
+            self._readers[key] = ModbusTcpReader(
+                dev.transport.host, dev.transport.port, timeout_s=dev.timeout_s
+            )
         return self._readers[key]
 
     async def _poll_loop(self, dev: DeviceConfig, client: object, stop: asyncio.Event) -> None:
@@ -135,5 +148,6 @@ class EdgeAgent:
         body: dict[str, object] = {"state": state, "ts": now_ms()}
         if error:
             body["error"] = error
-        self.publisher.client.publish(topics.status(self.site.id, device), orjson.dumps(body),
-                                      qos=1, retain=True)
+        self.publisher.client.publish(
+            topics.status(self.site.id, device), orjson.dumps(body), qos=1, retain=True
+        )

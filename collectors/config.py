@@ -73,8 +73,10 @@ class EdgeConfig(BaseModel):
         for d in self.devices:
             if d.id == device_id:
                 return d
-        raise ValueError(f"no device {device_id!r} in edge.devices "
-                         f"(known: {', '.join(d.id for d in self.devices) or 'none'})")
+        raise ValueError(
+            f"no device {device_id!r} in edge.devices "
+            f"(known: {', '.join(d.id for d in self.devices) or 'none'})"
+        )
 
 
 def device_profile(device: DeviceConfig, base_dir: Path | None) -> Profile:

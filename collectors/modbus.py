@@ -31,8 +31,9 @@ class ModbusTcpReader:
         self.port = port
         self.timeout_s = timeout_s
         # pymodbus' own reconnect loop would retry behind our back; we reconnect per poll.
-        self._client = AsyncModbusTcpClient(host, port=port, timeout=timeout_s, retries=0,
-                                            reconnect_delay=0)
+        self._client = AsyncModbusTcpClient(
+            host, port=port, timeout=timeout_s, retries=0, reconnect_delay=0
+        )
         self._lock = asyncio.Lock()
         self._readers: dict[int, Callable[..., Awaitable[Any]]] = {
             3: self._client.read_holding_registers,
@@ -51,18 +52,25 @@ class ModbusTcpReader:
                 try:
                     rsp = await asyncio.wait_for(
                         self._readers[r.function](r.address, count=r.count, device_id=unit_id),
-                        self.timeout_s * 2)
+                        self.timeout_s * 2,
+                    )
                 except (ModbusException, TimeoutError, OSError) as exc:
                     self._client.close()
-                    raise ReadError(f"{self.host}:{self.port} unit {unit_id}: {r!r} failed: "
-                                    f"{exc or type(exc).__name__}") from None
+                    raise ReadError(
+                        f"{self.host}:{self.port} unit {unit_id}: {r!r} failed: "
+                        f"{exc or type(exc).__name__}"
+                    ) from None
                 if rsp.isError():
-                    raise ReadError(f"{self.host}:{self.port} unit {unit_id}: {r!r} answered "
-                                    f"exception code {getattr(rsp, 'exception_code', '?')}")
+                    raise ReadError(
+                        f"{self.host}:{self.port} unit {unit_id}: {r!r} answered "
+                        f"exception code {getattr(rsp, 'exception_code', '?')}"
+                    )
                 words = list(rsp.registers)
                 if len(words) != r.count:
-                    raise ReadError(f"{self.host}:{self.port} unit {unit_id}: {r!r} returned "
-                                    f"{len(words)} registers")
+                    raise ReadError(
+                        f"{self.host}:{self.port} unit {unit_id}: {r!r} returned "
+                        f"{len(words)} registers"
+                    )
                 out.append((r, words))
             return out
 

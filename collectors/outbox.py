@@ -39,29 +39,40 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
-    def append(self, site: str, device: str, ts: int, values: dict[str, float],
-               quality: Quality = Quality.GOOD) -> Sample:
+    def append(
+        self,
+        site: str,
+        device: str,
+        ts: int,
+        values: dict[str, float],
+        quality: Quality = Quality.GOOD,
+    ) -> Sample:
         """Give the read the device's next seq and store it, in one transaction."""
         with self._tx():
-            row = self._db.execute("SELECT last FROM seq WHERE site=? AND device=?",
-                                   (site, device)).fetchone()
+            row = self._db.execute(
+                "SELECT last FROM seq WHERE site=? AND device=?", (site, device)
+            ).fetchone()
             seq = 0 if row is None else row[0] + 1
-            sample = Sample(site=site, device=device, seq=seq, ts=ts, values=values,
-                            quality=quality)
+            sample = Sample(
+                site=site, device=device, seq=seq, ts=ts, values=values, quality=quality
+            )
             self._db.execute(
                 "INSERT INTO seq(site, device, last) VALUES (?, ?, ?) "
                 "ON CONFLICT(site, device) DO UPDATE SET last=excluded.last",
-                (site, device, seq))
+                (site, device, seq),
+            )
             self._db.execute(
                 "INSERT INTO outbox(device, topic, payload, created_ms) VALUES (?, ?, ?, ?)",
-                (device, topics.sample(site, device), encode(sample), now_ms()))
+                (device, topics.sample(site, device), encode(sample), now_ms()),
+            )
         return sample
 
     def pending(self, after_id: int, limit: int) -> list[tuple[int, str, bytes]]:
         """Rows not yet handed out, oldest first."""
         return self._db.execute(
             "SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit)).fetchall()
+            (after_id, limit),
+        ).fetchall()
 
     def delete(self, ids: list[int]) -> None:
         """Forget rows the broker acknowledged."""

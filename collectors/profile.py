@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from enum import StrEnum
@@ -59,7 +60,9 @@ class Register(BaseModel):
 
     quantity: str
     address: Annotated[int, Field(ge=0, le=65535, description="address as on the wire, 0-based")]
-    function: Literal[3, 4] = Field(default=4, description="3: holding registers, 4: input registers")
+    function: Literal[3, 4] = Field(
+        default=4, description="3: holding registers, 4: input registers"
+    )
     type: DataType
     word_order: WordOrder | None = None
     scale: float = 1.0
@@ -73,8 +76,10 @@ class Register(BaseModel):
     @model_validator(mode="after")
     def _known_quantity(self) -> Register:
         if self.quantity not in vocabulary():
-            raise ValueError(f"quantity {self.quantity!r} is not in the vocabulary "
-                             f"(known: {', '.join(vocabulary().names())})")
+            raise ValueError(
+                f"quantity {self.quantity!r} is not in the vocabulary "
+                f"(known: {', '.join(vocabulary().names())})"
+            )
         if self.address + self.width - 1 > 65535:
             raise ValueError(f"a {self.type} at address {self.address} runs past register 65535")
         if self.scale == 0 or not math.isfinite(self.scale):
@@ -103,12 +108,14 @@ class Profile(BaseModel):
         spans: list[tuple[int, int, int, str]] = []
         for i, r in enumerate(self.registers):
             if r.quantity in seen:
-                raise ValueError(f"registers[{i}]: quantity {r.quantity!r} already mapped "
-                                 f"by registers[{seen[r.quantity]}]")
+                raise ValueError(
+                    f"registers[{i}]: quantity {r.quantity!r} already mapped "
+                    f"by registers[{seen[r.quantity]}]"
+                )
             seen[r.quantity] = i
             spans.append((r.function, r.address, r.address + r.width, r.quantity))
         spans.sort()
-        for a, b in zip(spans, spans[1:], strict=False):
+        for a, b in itertools.pairwise(spans):
             if a[0] == b[0] and b[1] < a[2]:
                 raise ValueError(f"registers for {a[3]!r} and {b[3]!r} overlap at address {b[1]}")
         return self
@@ -119,11 +126,15 @@ class Profile(BaseModel):
         for r in sorted(self.registers, key=lambda r: (r.function, r.address)):
             last = reads[-1] if reads else None
             end = r.address + r.width
-            if (last is not None and last.function == r.function
-                    and last.end <= r.address <= last.end + self.max_gap
-                    and end - last.address <= self.max_read_registers):
-                reads[-1] = Read(last.function, last.address, end - last.address,
-                                 (*last.registers, r))
+            if (
+                last is not None
+                and last.function == r.function
+                and last.end <= r.address <= last.end + self.max_gap
+                and end - last.address <= self.max_read_registers
+            ):
+                reads[-1] = Read(
+                    last.function, last.address, end - last.address, (*last.registers, r)
+                )
             else:
                 reads.append(Read(r.function, r.address, r.width, (r,)))
         return reads
@@ -133,15 +144,18 @@ class Profile(BaseModel):
         values: dict[str, float] = {}
         for read, words in reads:
             if len(words) != read.count:
-                raise ValueError(f"read of {read.count} registers at {read.address} "
-                                 f"returned {len(words)}")
+                raise ValueError(
+                    f"read of {read.count} registers at {read.address} returned {len(words)}"
+                )
             for r in read.registers:
                 start = r.address - read.address
-                value = decode_value(words[start:start + r.width], r.type,
-                                     r.word_order or self.word_order)
+                value = decode_value(
+                    words[start : start + r.width], r.type, r.word_order or self.word_order
+                )
                 if value is None:
                     continue
-                values[r.quantity] = value * r.scale + r.offset
+                # 15 significant digits drop the binary noise of the scaling (0.1 * 3 etc.)
+                values[r.quantity] = float(f"{value * r.scale + r.offset:.15g}")
         return values
 
 
@@ -150,8 +164,9 @@ class Read:
 
     __slots__ = ("address", "count", "function", "registers")
 
-    def __init__(self, function: int, address: int, count: int,
-                 registers: tuple[Register, ...]) -> None:
+    def __init__(
+        self, function: int, address: int, count: int, registers: tuple[Register, ...]
+    ) -> None:
         self.function = function
         self.address = address
         self.count = count
@@ -177,6 +192,12 @@ def decode_value(words: list[int], dtype: DataType, order: WordOrder) -> float |
     value = struct.unpack(fmt, raw)[0]
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if dtype is DataType.FLOAT32:
+        # The shortest decimal that is the same float32: 0.96, not 0.9599999785423279.
+        for digits in range(6, 10):
+            short = float(f"{value:.{digits}g}")
+            if struct.pack(">f", short) == raw:
+                return short
     return float(value)
 
 
@@ -203,8 +224,9 @@ def _builtin(name: str) -> Profile:
     folder = resources.files("collectors").joinpath("profiles")
     entry = folder.joinpath(f"{name}.yaml")
     if not entry.is_file():
-        known = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir()
-                       if p.name.endswith(".yaml"))
+        known = sorted(
+            p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+        )
         raise ValueError(f"no profile named {name!r} (shipped profiles: {', '.join(known)})")
     return Profile.model_validate(yaml.safe_load(entry.read_text("utf-8")))
 
@@ -212,4 +234,6 @@ def _builtin(name: str) -> Profile:
 def builtin_profiles() -> list[str]:
     """Names of the profiles shipped with lingtan."""
     folder = resources.files("collectors").joinpath("profiles")
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )

@@ -39,13 +39,22 @@ class IngestStats:
 class IngestService:
     """The only writer to the time-series stores."""
 
-    def __init__(self, site: SiteInfo, broker: BrokerConfig, cfg: IngestConfig,
-                 *, base_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        site: SiteInfo,
+        broker: BrokerConfig,
+        cfg: IngestConfig,
+        *,
+        base_dir: Path | None = None,
+    ) -> None:
         self.site = site
         self.cfg = cfg
         self.sites = set(cfg.sites or [site.id])
-        path = cfg.sqlite.path if cfg.sqlite.path.is_absolute() or base_dir is None \
+        path = (
+            cfg.sqlite.path
+            if cfg.sqlite.path.is_absolute() or base_dir is None
             else base_dir / cfg.sqlite.path
+        )
         self.store = SqliteStore(path)
         self.influx = InfluxSink(cfg.influxdb) if cfg.influxdb is not None else None
         subs = [topics.all_samples(s) for s in sorted(self.sites)]
@@ -76,9 +85,15 @@ class IngestService:
         rejects: list[tuple[Message, Rejected]] = []
         for m in batch:
             try:
-                t, samples = validate(m.topic, m.payload, vocabulary=self._vocab, sites=self.sites,
-                                      now=now, max_future_ms=self.cfg.max_future_s * 1000,
-                                      max_age_ms=self.cfg.max_age_days * 86_400_000)
+                t, samples = validate(
+                    m.topic,
+                    m.payload,
+                    vocabulary=self._vocab,
+                    sites=self.sites,
+                    now=now,
+                    max_future_ms=self.cfg.max_future_s * 1000,
+                    max_age_ms=self.cfg.max_age_days * 86_400_000,
+                )
             except Rejected as rej:
                 rejects.append((m, rej))
                 continue
@@ -88,15 +103,19 @@ class IngestService:
             try:
                 self._write(meter, derived)
                 break
-            except Exception as exc:  # noqa: BLE001 - any sink failure: keep the batch, retry
+            except Exception as exc:
                 self.stats.sink_failures += 1
-                log.error("write failed (%s); %d messages held, retrying in %.1f s",
-                          exc, len(batch), delay)
+                log.error(
+                    "write failed (%s); %d messages held, retrying in %.1f s",
+                    exc,
+                    len(batch),
+                    delay,
+                )
                 if stop.wait(delay):
                     return  # not acknowledged: the broker redelivers after restart
                 delay = min(delay * 2, 30.0)
-        for m, rej in rejects:
-            self._dead_letter(m, rej)
+        for m, reason in rejects:
+            self._dead_letter(m, reason)
         self.consumer.ack(batch)
         self.stats.messages += len(batch)
 
@@ -110,15 +129,22 @@ class IngestService:
             # Influx first: if we die before the SQLite commit, the replay rewrites the same
             # points (same series and time) rather than skipping them as already seen.
             derived_keys = {s.key for s in derived}
-            self.influx.write([line(s, DERIVED_MEASUREMENT if s.key in derived_keys
-                                    else METER_MEASUREMENT) for s in fresh])
+            self.influx.write(
+                [
+                    line(s, DERIVED_MEASUREMENT if s.key in derived_keys else METER_MEASUREMENT)
+                    for s in fresh
+                ]
+            )
         self.stats.samples_stored += self.store.insert(fresh)
 
     def _dead_letter(self, m: Message, rej: Rejected) -> None:
         self.stats.rejected[rej.reason.split(":")[0]] += 1
         log.warning("rejected message on %s: %s", m.topic, rej.reason)
-        body = {"topic": m.topic, "reason": rej.reason, "received_ms": now_ms(),
-                "payload": m.payload.decode("utf-8", errors="replace")[:65536]}
+        body = {
+            "topic": m.topic,
+            "reason": rej.reason,
+            "received_ms": now_ms(),
+            "payload": m.payload.decode("utf-8", errors="replace")[:65536],
+        }
         site = rej.site if rej.site in self.sites else sorted(self.sites)[0]
         self.consumer.publish(topics.deadletter(site), orjson.dumps(body), qos=1)
-

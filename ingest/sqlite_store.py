@@ -1,4 +1,4 @@
-"""The embedded time-series store: SQLite, WAL, one row per value, deduped on (site, device, seq)."""
+"""The embedded time-series store: SQLite, one row per value, deduped on (site, device, seq)."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._series: dict[tuple[str, str, str], int] = {
-            (s, d, q): i for i, s, d, q in self._db.execute(
-                "SELECT id, site, device, quantity FROM series")}
+            (s, d, q): i
+            for i, s, d, q in self._db.execute("SELECT id, site, device, quantity FROM series")
+        }
 
     def unseen(self, samples: Sequence[Sample]) -> list[Sample]:
         """The Samples not stored yet (and not repeated within `samples`)."""
@@ -58,8 +59,12 @@ class SqliteStore:
             if s.key in batch:
                 continue
             batch.add(s.key)
-            if self._db.execute("SELECT 1 FROM samples WHERE site=? AND device=? AND seq=?",
-                                s.key).fetchone() is None:
+            if (
+                self._db.execute(
+                    "SELECT 1 FROM samples WHERE site=? AND device=? AND seq=?", s.key
+                ).fetchone()
+                is None
+            ):
                 out.append(s)
         return out
 
@@ -71,14 +76,19 @@ class SqliteStore:
             for s in samples:
                 cur = self._db.execute(
                     "INSERT OR IGNORE INTO samples(site, device, seq, ts, quality) "
-                    "VALUES (?, ?, ?, ?, ?)", (s.site, s.device, s.seq, s.ts, s.quality.value))
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (s.site, s.device, s.seq, s.ts, s.quality.value),
+                )
                 if cur.rowcount == 0:
                     continue
                 new += 1
                 self._db.executemany(
                     "INSERT OR IGNORE INTO points(series, ts, seq, value) VALUES (?, ?, ?, ?)",
-                    [(self._series_id(s.site, s.device, q), s.ts, s.seq, v)
-                     for q, v in s.values.items()])
+                    [
+                        (self._series_id(s.site, s.device, q), s.ts, s.seq, v)
+                        for q, v in s.values.items()
+                    ],
+                )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -89,10 +99,14 @@ class SqliteStore:
         key = (site, device, quantity)
         sid = self._series.get(key)
         if sid is None:
-            self._db.execute("INSERT OR IGNORE INTO series(site, device, quantity) VALUES (?, ?, ?)",
-                             key)
-            sid = int(self._db.execute(
-                "SELECT id FROM series WHERE site=? AND device=? AND quantity=?", key).fetchone()[0])
+            self._db.execute(
+                "INSERT OR IGNORE INTO series(site, device, quantity) VALUES (?, ?, ?)", key
+            )
+            sid = int(
+                self._db.execute(
+                    "SELECT id FROM series WHERE site=? AND device=? AND quantity=?", key
+                ).fetchone()[0]
+            )
             self._series[key] = sid
         return sid
 
@@ -100,43 +114,49 @@ class SqliteStore:
         # Another process (or connection) may have created the series since we cached.
         key = (site, device, quantity)
         if key not in self._series:
-            row = self._db.execute("SELECT id FROM series WHERE site=? AND device=? AND quantity=?",
-                                   key).fetchone()
+            row = self._db.execute(
+                "SELECT id FROM series WHERE site=? AND device=? AND quantity=?", key
+            ).fetchone()
             if row is None:
                 return None
             self._series[key] = int(row[0])
         return self._series[key]
 
-    def query(self, site: str, device: str, quantity: str, start: int = 0,
-              end: int = 2**62) -> list[tuple[int, int, float]]:
+    def query(
+        self, site: str, device: str, quantity: str, start: int = 0, end: int = 2**62
+    ) -> list[tuple[int, int, float]]:
         """(ts, seq, value) of one series in [start, end), oldest first."""
         sid = self._find_series(site, device, quantity)
         if sid is None:
             return []
         return self._db.execute(
             "SELECT ts, seq, value FROM points WHERE series=? AND ts>=? AND ts<? ORDER BY ts, seq",
-            (sid, start, end)).fetchall()
+            (sid, start, end),
+        ).fetchall()
 
     def latest(self, site: str, device: str, quantity: str) -> tuple[int, float] | None:
         """The newest (ts, value) of a series."""
         sid = self._find_series(site, device, quantity)
         if sid is None:
             return None
-        row = self._db.execute("SELECT ts, value FROM points WHERE series=? "
-                               "ORDER BY ts DESC, seq DESC LIMIT 1", (sid,)).fetchone()
+        row = self._db.execute(
+            "SELECT ts, value FROM points WHERE series=? ORDER BY ts DESC, seq DESC LIMIT 1", (sid,)
+        ).fetchone()
         return None if row is None else (int(row[0]), float(row[1]))
 
     def count_samples(self, site: str | None = None) -> int:
         """Number of Samples stored (for a site, or all)."""
         if site is None:
             return int(self._db.execute("SELECT count(*) FROM samples").fetchone()[0])
-        return int(self._db.execute("SELECT count(*) FROM samples WHERE site=?",
-                                    (site,)).fetchone()[0])
+        return int(
+            self._db.execute("SELECT count(*) FROM samples WHERE site=?", (site,)).fetchone()[0]
+        )
 
     def quality_of(self, site: str, device: str, seq: int) -> Quality | None:
         """The quality a stored Sample was recorded with."""
-        row = self._db.execute("SELECT quality FROM samples WHERE site=? AND device=? AND seq=?",
-                               (site, device, seq)).fetchone()
+        row = self._db.execute(
+            "SELECT quality FROM samples WHERE site=? AND device=? AND seq=?", (site, device, seq)
+        ).fetchone()
         return None if row is None else Quality(row[0])
 
     def close(self) -> None:

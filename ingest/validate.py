@@ -18,8 +18,16 @@ class Rejected(ValueError):
         self.reason = reason
 
 
-def validate(topic: str, payload: bytes, *, vocabulary: Vocabulary, sites: Collection[str],
-             now: int, max_future_ms: int, max_age_ms: int) -> tuple[Topic, list[Sample]]:
+def validate(
+    topic: str,
+    payload: bytes,
+    *,
+    vocabulary: Vocabulary,
+    sites: Collection[str],
+    now: int,
+    max_future_ms: int,
+    max_age_ms: int,
+) -> tuple[Topic, list[Sample]]:
     """Decode and check a message against its topic; raise Rejected naming what is wrong."""
     try:
         t = Topic.parse(topic)
@@ -36,17 +44,21 @@ def validate(topic: str, payload: bytes, *, vocabulary: Vocabulary, sites: Colle
     for i, s in enumerate(samples):
         where = f"[{i}]" if len(samples) > 1 else ""
         if s.site != t.site:
-            raise Rejected(t.site, f"payload{where}.site={s.site!r} does not match topic site "
-                                   f"{t.site!r}")
+            raise Rejected(
+                t.site, f"payload{where}.site={s.site!r} does not match topic site {t.site!r}"
+            )
         if t.device is not None and s.device != t.device:
-            raise Rejected(t.site, f"payload{where}.device={s.device!r} does not match topic "
-                                   f"device {t.device!r}")
+            raise Rejected(
+                t.site,
+                f"payload{where}.device={s.device!r} does not match topic device {t.device!r}",
+            )
         unknown = sorted(q for q in s.values if q not in vocabulary)
         if unknown:
             raise Rejected(t.site, f"payload{where}.values: unknown quantities {unknown}")
         if s.ts > now + max_future_ms:
-            raise Rejected(t.site, f"payload{where}.ts={s.ts}: {(s.ts - now) // 1000} s in "
-                                   f"the future")
+            raise Rejected(
+                t.site, f"payload{where}.ts={s.ts}: {(s.ts - now) // 1000} s in the future"
+            )
         if s.ts < now - max_age_ms:
             raise Rejected(t.site, f"payload{where}.ts={s.ts}: older than the accepted age")
     return t, samples

@@ -26,16 +26,21 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[Path, typer.Option("-c", "--config", help="site config YAML",
-                                         exists=False, dir_okay=False)]
+ConfigOpt = Annotated[
+    Path, typer.Option("-c", "--config", help="site config YAML", exists=False, dir_okay=False)
+]
 
 
 @app.callback()
-def main(log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
-         ) -> None:
+def main(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
     """Set up logging for every command."""
-    logging.basicConfig(level=log_level.upper(), format="%(name)s: %(message)s",
-                        handlers=[RichHandler(console=err, show_path=False)])
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err, show_path=False)],
+    )
     # pymodbus and amqtt narrate every connection at INFO
     for name in ("pymodbus", "amqtt", "transitions"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -45,9 +50,10 @@ def _load(path: Path) -> LoadedConfig:
     try:
         return load(path)
     except ConfigError as exc:
-        err.print(f"[bold red]config error[/] in {exc.path}:")
+        # plain text, unwrapped: people grep it and paste it into tickets
+        typer.echo(f"config error in {exc.path}:", err=True)
         for p in exc.problems:
-            err.print(f"  - {p}", markup=False, highlight=False)
+            typer.echo(f"  - {p}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -64,15 +70,20 @@ def check_config(config: ConfigOpt) -> None:
     edge_ids = {d.id for d in c.edge.devices}
     for m in c.rules.meters:
         if m.device not in edge_ids:
-            err.print(f"[yellow]note[/]: rules.meters device {m.device!r} is not polled by this "
-                      f"config's edge section (fine if another edge box polls it)")
-    typer.echo(f"{config}: OK — site {c.site.id}, {len(c.edge.devices)} device(s), "
-               f"{len(c.rules.meters)} accounted meter(s)")
+            err.print(
+                f"[yellow]note[/]: rules.meters device {m.device!r} is not polled by this "
+                f"config's edge section (fine if another edge box polls it)"
+            )
+    typer.echo(
+        f"{config}: OK — site {c.site.id}, {len(c.edge.devices)} device(s), "
+        f"{len(c.rules.meters)} accounted meter(s)"
+    )
 
 
 @app.command()
-def poll(config: ConfigOpt,
-         device: Annotated[str, typer.Option("--device", "-d", help="device id")]) -> None:
+def poll(
+    config: ConfigOpt, device: Annotated[str, typer.Option("--device", "-d", help="device id")]
+) -> None:
     """Read one device once and print its decoded values as JSON."""
     from collectors.config import device_profile
     from collectors.modbus import ModbusTcpReader, ReadError
@@ -98,8 +109,13 @@ def poll(config: ConfigOpt,
     except ReadError as exc:
         err.print(f"[red]read failed[/]: {exc}")
         raise typer.Exit(1) from None
-    body = {"site": loaded.config.site.id, "device": dev.id, "profile": profile.name,
-            "ts": now_ms(), "values": values}
+    body = {
+        "site": loaded.config.site.id,
+        "device": dev.id,
+        "profile": profile.name,
+        "ts": now_ms(),
+        "values": values,
+    }
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
@@ -148,11 +164,15 @@ def rules(config: ConfigOpt) -> None:
 @app.command()
 def demo(
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
-    broker: Annotated[str | None, typer.Option(
-        help="use this broker (mqtt://host:port) instead of the embedded one")] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(help="use this broker (mqtt://host:port) instead of the embedded one"),
+    ] = None,
     protocol: Annotated[str, typer.Option(help="MQTT version of --broker: 5 or 3.1.1")] = "5",
-    state_dir: Annotated[Path | None, typer.Option(
-        help="where the demo keeps its databases (default: a new temporary folder)")] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="where the demo keeps its databases (default: a new temporary folder)"),
+    ] = None,
 ) -> None:
     """A simulated plant end to end on this machine, with a live view."""
     from lingtan.demo import run_demo
@@ -162,8 +182,17 @@ def demo(
         logging.getLogger().setLevel(logging.WARNING)
     console = Console()
     with contextlib.suppress(KeyboardInterrupt):
-        figures = asyncio.run(run_demo(duration=duration, broker_url=broker, protocol=protocol,
-                                       state_dir=state_dir, console=console))
-        console.print(f"demo finished: {figures.samples_stored} readings stored, "
-                      f"{figures.energy_today_kwh:.3f} kWh, "
-                      f"{figures.scope2_location_today_kg:.3f} kg CO2 (Scope 2, location-based)")
+        figures = asyncio.run(
+            run_demo(
+                duration=duration,
+                broker_url=broker,
+                protocol=protocol,
+                state_dir=state_dir,
+                console=console,
+            )
+        )
+        console.print(
+            f"demo finished: {figures.samples_stored} readings stored, "
+            f"{figures.energy_today_kwh:.3f} kWh, "
+            f"{figures.scope2_location_today_kg:.3f} kg CO2 (Scope 2, location-based)"
+        )

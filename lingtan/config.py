@@ -69,14 +69,17 @@ def parse(text: str, path: Path) -> LoadedConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(path, [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+        raise ConfigError(
+            path, [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(path, ["the top level must be a mapping with at least a 'site:' section"])
     try:
         cfg = SiteConfig.model_validate(data, context={"base_dir": path.parent})
     except ValidationError as exc:
-        raise ConfigError(path, [_describe(err, root) for err in exc.errors(include_url=False)]) \
-            from None
+        raise ConfigError(
+            path, [_describe(err, root) for err in exc.errors(include_url=False)]
+        ) from None
     return LoadedConfig(cfg, path)
 
 
@@ -88,7 +91,8 @@ def _describe(err: Any, root: yaml.Node | None) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
         got = repr(err["input"])
-        msg += f" (got {got[:60]}{'...' if len(got) > 60 else ''})"
+        if got not in msg:
+            msg += f" (got {got[:60]}{'...' if len(got) > 60 else ''})"
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see deploy/examples/site.yaml)"
     line = _line_of(root, loc)

@@ -28,8 +28,9 @@ from telemetry.config import BrokerConfig, SiteInfo
 
 log = logging.getLogger(__name__)
 
-DEMO_SITE = SiteInfo(id="wuhan-fab1", name="Demo electronics plant, Wuhan",
-                     timezone="Asia/Shanghai", region="CN-HB")
+DEMO_SITE = SiteInfo(
+    id="wuhan-fab1", name="Demo electronics plant, Wuhan", timezone="Asia/Shanghai", region="CN-HB"
+)
 GRID_METER = "grid-main"
 PROFILE = "eastron-sdm630"
 
@@ -47,10 +48,14 @@ async def start_embedded_broker(port: int) -> object:
 
     for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    broker = Broker({
-        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-    })
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
     await broker.start()
     return broker
 
@@ -60,19 +65,38 @@ def demo_config(state: Path, broker: BrokerConfig, meter_port: int) -> SiteConfi
     return SiteConfig(
         site=DEMO_SITE,
         broker=broker,
-        edge=EdgeConfig(agent_id="edge-demo", state_dir=state / "edge", devices=[
-            DeviceConfig(id=GRID_METER, profile=PROFILE,
-                         transport=TcpTransport(host="127.0.0.1", port=meter_port),
-                         interval_s=1.0, timeout_s=1.0)]),
-        ingest=IngestConfig(client_id="lingtan-demo-ingest",
-                            sqlite=SqliteConfig(path=state / "lingtan.sqlite")),
-        rules=RulesConfig(client_id="lingtan-demo-rules", ledger=state / "ledger.sqlite",
-                          meters=[MeterConfig(device=GRID_METER, role=Role.GRID_IMPORT)]),
+        edge=EdgeConfig(
+            agent_id="edge-demo",
+            state_dir=state / "edge",
+            devices=[
+                DeviceConfig(
+                    id=GRID_METER,
+                    profile=PROFILE,
+                    transport=TcpTransport(host="127.0.0.1", port=meter_port),
+                    interval_s=1.0,
+                    timeout_s=1.0,
+                )
+            ],
+        ),
+        ingest=IngestConfig(
+            client_id="lingtan-demo-ingest", sqlite=SqliteConfig(path=state / "lingtan.sqlite")
+        ),
+        rules=RulesConfig(
+            client_id="lingtan-demo-rules",
+            ledger=state / "ledger.sqlite",
+            meters=[MeterConfig(device=GRID_METER, role=Role.GRID_IMPORT)],
+        ),
     )
 
 
-async def run_demo(*, duration: float | None, broker_url: str | None, protocol: str,
-                   state_dir: Path | None, console: Console) -> Figures:
+async def run_demo(
+    *,
+    duration: float | None,
+    broker_url: str | None,
+    protocol: str,
+    state_dir: Path | None,
+    console: Console,
+) -> Figures:
     """Run the whole path until `duration` seconds pass or the task is cancelled."""
     state = state_dir or Path(tempfile.mkdtemp(prefix="lingtan-demo-"))
     meter = SimulatedMeter(load_profile(PROFILE), FactoryLoad(timezone=DEMO_SITE.timezone))
@@ -85,15 +109,19 @@ async def run_demo(*, duration: float | None, broker_url: str | None, protocol: 
     else:
         broker = BrokerConfig(url=broker_url, protocol="5" if protocol == "5" else "3.1.1")
     cfg = demo_config(state, broker, meter_port)
-    console.print(f"[dim]state in {state}; broker {broker.url} (MQTT {broker.protocol}); "
-                  f"meter {PROFILE} on 127.0.0.1:{meter_port}[/]")
+    console.print(
+        f"[dim]state in {state}; broker {broker.url} (MQTT {broker.protocol}); "
+        f"meter {PROFILE} on 127.0.0.1:{meter_port}[/]"
+    )
 
     ingest = IngestService(cfg.site, cfg.broker, cfg.ingest)
     rules = RulesService(cfg.site, cfg.broker, cfg.rules)
     agent = EdgeAgent(cfg.site, cfg.broker, cfg.edge)
     stop_threads = threading.Event()
-    threads = [threading.Thread(target=ingest.run, args=(stop_threads,), name="ingest"),
-               threading.Thread(target=rules.run, args=(stop_threads,), name="rules")]
+    threads = [
+        threading.Thread(target=ingest.run, args=(stop_threads,), name="ingest"),
+        threading.Thread(target=rules.run, args=(stop_threads,), name="rules"),
+    ]
     for t in threads:
         t.start()
     stop = asyncio.Event()
@@ -107,16 +135,26 @@ async def run_demo(*, duration: float | None, broker_url: str | None, protocol: 
     def extra() -> list[tuple[str, str]]:
         h = agent.health[GRID_METER]
         pub = agent.publisher
-        return [("Meter polls", f"{h.polls:,} ({h.failures} failed)"),
-                ("Edge outbox", f"{agent.outbox.depth() if pub else 0} waiting"),
-                ("Ingest", f"{ingest.stats.messages:,} msgs, {sum(ingest.stats.rejected.values())}"
-                           f" rejected"),
-                ("Rules", f"{rules.samples_applied:,} samples, "
-                          f"{rules.derived_published} derived published")]
+        return [
+            ("Meter polls", f"{h.polls:,} ({h.failures} failed)"),
+            ("Edge outbox", f"{agent.outbox.depth() if pub else 0} waiting"),
+            (
+                "Ingest",
+                f"{ingest.stats.messages:,} msgs, {sum(ingest.stats.rejected.values())} rejected",
+            ),
+            (
+                "Rules",
+                f"{rules.samples_applied:,} samples, {rules.derived_published} derived published",
+            ),
+        ]
 
     try:
-        with Live(render(cfg.site, figures, extra()), console=console, refresh_per_second=2,
-                  transient=False) as live:
+        with Live(
+            render(cfg.site, figures, extra()),
+            console=console,
+            refresh_per_second=2,
+            transient=False,
+        ) as live:
             while deadline is None or loop.time() < deadline:
                 if agent_task.done():
                     agent_task.result()  # surface a crash

@@ -68,8 +68,12 @@ class FactoryLoad:
             "active_power_kw": p,
             "power_factor": pf,
             "frequency_hz": 50.0 + self._rng.gauss(0, 0.02),
-            "voltage_l1_v": volts, "voltage_l2_v": volts + 0.8, "voltage_l3_v": volts - 0.6,
-            "current_l1_a": amps, "current_l2_a": amps * 1.02, "current_l3_a": amps * 0.98,
+            "voltage_l1_v": volts,
+            "voltage_l2_v": volts + 0.8,
+            "voltage_l3_v": volts - 0.6,
+            "current_l1_a": amps,
+            "current_l2_a": amps * 1.02,
+            "current_l3_a": amps * 0.98,
             "energy_import_kwh": self.energy_kwh,
             "energy_export_kwh": 0.0,
         }
@@ -88,8 +92,14 @@ class Served:
 class SimulatedMeter:
     """Serves `profile` on a loopback TCP port; values from `source(epoch_seconds)`."""
 
-    def __init__(self, profile: Profile, source: ValueSource, *, unit_id: int = 1,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        source: ValueSource,
+        *,
+        unit_id: int = 1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.profile = profile
         self.source = source
         self.unit_id = unit_id
@@ -110,14 +120,14 @@ class SimulatedMeter:
         )
         self._server = ModbusTcpServer(device, address=(host, port), trace_pdu=self._trace)
         await self._server.serve_forever(background=True)
-        transport = self._server.transport
-        self.port = int(transport.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        sockets = getattr(self._server.transport, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
         """Stop serving."""
         if self._server is not None:
-            await self._server.shutdown()
+            await self._server.shutdown()  # type: ignore[no-untyped-call]
             self._server = None
 
     def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
@@ -125,9 +135,15 @@ class SimulatedMeter:
             self.function_codes.append(pdu.function_code)
         return pdu
 
-    async def _action(self, function_code: int, start_address: int, address: int, count: int,
-                      registers: list[int], set_values: list[int] | list[bool] | None,
-                      ) -> ExcCodes | None:
+    async def _action(  # noqa: PLR0917 - pymodbus calls it positionally
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
         if set_values is not None:
             return ExcCodes.ILLEGAL_FUNCTION  # a meter's measurements are read-only
         now = self.clock()
@@ -137,9 +153,13 @@ class SimulatedMeter:
                 raw = (self.values[r.quantity] - r.offset) / r.scale
                 words = encode_value(raw, r.type, r.word_order or self.profile.word_order)
                 i = r.address - start_address
-                registers[i:i + r.width] = words
-        self.served.append(Served(now, function_code, address,
-                                  tuple(registers[address - start_address:
-                                                  address - start_address + count])))
+                registers[i : i + r.width] = words
+        self.served.append(
+            Served(
+                now,
+                function_code,
+                address,
+                tuple(registers[address - start_address : address - start_address + count]),
+            )
+        )
         return None
-

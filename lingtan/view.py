@@ -28,8 +28,13 @@ class Figures:
     ledger_events: int
 
 
-def read_figures(site: SiteInfo, store: SqliteStore, ledger: Ledger, grid_devices: list[str],
-                 now: int | None = None) -> Figures:
+def read_figures(
+    site: SiteInfo,
+    store: SqliteStore,
+    ledger: Ledger,
+    grid_devices: list[str],
+    now: int | None = None,
+) -> Figures:
     """Current figures for `site` (power from the store; energy and emissions from the ledger)."""
     now = now_ms() if now is None else now
     power: float | None = None
@@ -63,8 +68,11 @@ def render(site: SiteInfo, f: Figures, extra: list[tuple[str, str]] | None = Non
     age = "" if f.power_age_s is None else f"read {f.power_age_s:.0f} s ago"
     t.add_row("Site power", power, age)
     t.add_row("Grid energy today", f"{f.energy_today_kwh:,.2f} kWh", "from the import counter")
-    t.add_row("Scope 2 today", f"{f.scope2_location_today_kg:,.2f} kg CO2",
-              "location-based; factor " + (", ".join(f.grid_factor_ids) or "—"))
+    t.add_row(
+        "Scope 2 today",
+        f"{f.scope2_location_today_kg:,.2f} kg CO2",
+        "location-based; factor " + (", ".join(f.grid_factor_ids) or "—"),
+    )
     t.add_row("Readings stored", f"{f.samples_stored:,}", "embedded SQLite store")
     t.add_row("Ledger events", f"{f.ledger_events:,}", "resets, rollovers, clock faults")
     for label, value in extra or []:

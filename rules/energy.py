@@ -34,12 +34,17 @@ def counter_delta(prev: float, cur: float, counter_max: float | None) -> Delta:
         return Delta(cur - prev)
     if counter_max is not None and prev > 0.9 * counter_max and cur < 0.1 * counter_max:
         amount = (counter_max - prev) + cur
-        return Delta(amount, CounterEvent.ROLLOVER,
-                     f"counter rolled over at {counter_max:g}: {prev:g} -> {cur:g}, "
-                     f"counted {amount:g}")
-    return Delta(0.0, CounterEvent.RESET,
-                 f"counter went down {prev:g} -> {cur:g}: treated as a reset; new baseline "
-                 f"{cur:g}, energy between these two reads not counted")
+        return Delta(
+            amount,
+            CounterEvent.ROLLOVER,
+            f"counter rolled over at {counter_max:g}: {prev:g} -> {cur:g}, counted {amount:g}",
+        )
+    return Delta(
+        0.0,
+        CounterEvent.RESET,
+        f"counter went down {prev:g} -> {cur:g}: treated as a reset; new baseline "
+        f"{cur:g}, energy between these two reads not counted",
+    )
 
 
 def split(start_ms: int, end_ms: int, amount: float, interval_ms: int) -> list[tuple[int, float]]:

@@ -18,8 +18,9 @@ DERIVED_DEVICE = "site-15m"
 class Engine:
     """Applies Samples to the ledger; call `apply` inside a ledger transaction."""
 
-    def __init__(self, site: SiteInfo, cfg: RulesConfig, ledger: Ledger,
-                 factors: FactorLibrary) -> None:
+    def __init__(
+        self, site: SiteInfo, cfg: RulesConfig, ledger: Ledger, factors: FactorLibrary
+    ) -> None:
         self.site = site
         self.cfg = cfg
         self.ledger = ledger
@@ -54,10 +55,15 @@ class Engine:
             self.ledger.set_meter_state(sample.site, sample.device, q, state)
             return True
         if sample.ts <= prev.ts:
-            self._event(sample, "clock", f"ts {sample.ts} is not after the previous reading's "
-                        f"{prev.ts}; reading skipped, baseline kept")
-            self.ledger.set_meter_state(sample.site, sample.device, q,
-                                        MeterState(sample.seq, prev.ts, prev.value))
+            self._event(
+                sample,
+                "clock",
+                f"ts {sample.ts} is not after the previous reading's "
+                f"{prev.ts}; reading skipped, baseline kept",
+            )
+            self.ledger.set_meter_state(
+                sample.site, sample.device, q, MeterState(sample.seq, prev.ts, prev.value)
+            )
             return True
         delta = counter_delta(prev.value, value, meter.counter_max)
         if delta.event is not None:
@@ -69,12 +75,14 @@ class Engine:
 
     def _book(self, meter: MeterConfig, start: int, end: int, kwh: float) -> None:
         for bucket, share in split(start, end, kwh, QUARTER_HOUR_MS):
-            self.ledger.add_meter_energy(self.site.id, meter.device, meter.role.value, bucket,
-                                         share)
+            self.ledger.add_meter_energy(
+                self.site.id, meter.device, meter.role.value, bucket, share
+            )
             if meter.role is Role.GRID_IMPORT:
                 factor = self.grid_factor(bucket)
-                self.ledger.add_site_grid_import(self.site.id, bucket, share,
-                                                 share * factor.kg_per_kwh, factor.id)
+                self.ledger.add_site_grid_import(
+                    self.site.id, bucket, share, share * factor.kg_per_kwh, factor.id
+                )
 
     def _event(self, s: Sample, kind: str, detail: str) -> None:
         self.ledger.record_event(Event(s.site, s.device, s.ts, s.seq, kind, detail))
@@ -90,6 +98,13 @@ class Engine:
 
     def derived_sample(self, iv: SiteInterval, seq: int) -> Sample:
         """The derived Sample for a closed site interval."""
-        return Sample(site=self.site.id, device=DERIVED_DEVICE, seq=seq, ts=iv.start_ms,
-                      values={"grid_import_kwh": iv.grid_import_kwh,
-                              "scope2_location_kgco2e": iv.scope2_location_kgco2e})
+        return Sample(
+            site=self.site.id,
+            device=DERIVED_DEVICE,
+            seq=seq,
+            ts=iv.start_ms,
+            values={
+                "grid_import_kwh": iv.grid_import_kwh,
+                "scope2_location_kgco2e": iv.scope2_location_kgco2e,
+            },
+        )

@@ -13,8 +13,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # kg of CO2(e) per kWh, for each unit a grid factor may be published in.
-_PER_KWH = {"kgCO2/kWh": 1.0, "tCO2/MWh": 1.0, "gCO2/kWh": 0.001,
-            "kgCO2e/kWh": 1.0, "tCO2e/MWh": 1.0, "gCO2e/kWh": 0.001}
+_PER_KWH = {
+    "kgCO2/kWh": 1.0,
+    "tCO2/MWh": 1.0,
+    "gCO2/kWh": 0.001,
+    "kgCO2e/kWh": 1.0,
+    "tCO2e/MWh": 1.0,
+    "gCO2e/kWh": 0.001,
+}
 
 
 class FactorKind(StrEnum):
@@ -102,8 +108,9 @@ class FactorLibrary:
                 continue
             candidates.append((-prefixes.index(f.region), f.year, f))
         if not candidates:
-            raise LookupError(f"no grid electricity factor for region {region!r} valid on "
-                              f"{day.isoformat()}")
+            raise LookupError(
+                f"no grid electricity factor for region {region!r} valid on {day.isoformat()}"
+            )
         return max(candidates, key=lambda c: (c[0], c[1]))[2]
 
     @classmethod
@@ -120,9 +127,17 @@ class FactorLibrary:
 
 
 def _parse(text: str, where: str) -> list[Factor]:
+    data = yaml.safe_load(text)
     try:
-        return _FactorFile.model_validate(yaml.safe_load(text)).factors
+        return _FactorFile.model_validate(data).factors
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"{where}: {loc}: {err['msg']}") from None
+        loc = err["loc"]
+        where_in = ".".join(str(p) for p in loc)
+        if len(loc) >= 2 and loc[0] == "factors" and isinstance(loc[1], int):
+            entry = data["factors"][loc[1]]
+            fid = entry.get("id") if isinstance(entry, dict) else None
+            where_in = f"factors[{loc[1]}]" + (f" (id {fid})" if fid else "")
+            where_in += "".join(f".{p}" for p in loc[2:])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"{where}: {where_in}: {msg}") from None

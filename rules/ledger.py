@@ -97,7 +97,9 @@ class Ledger:
         """Last accounted reading of a counter."""
         row = self._db.execute(
             "SELECT last_seq, last_ts, last_value FROM meter_state "
-            "WHERE site=? AND device=? AND quantity=?", (site, device, quantity)).fetchone()
+            "WHERE site=? AND device=? AND quantity=?",
+            (site, device, quantity),
+        ).fetchone()
         return None if row is None else MeterState(int(row[0]), int(row[1]), float(row[2]))
 
     def set_meter_state(self, site: str, device: str, quantity: str, st: MeterState) -> None:
@@ -105,18 +107,23 @@ class Ledger:
         self._db.execute(
             "INSERT INTO meter_state VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(site, device, quantity) "
             "DO UPDATE SET last_seq=excluded.last_seq, last_ts=excluded.last_ts, "
-            "last_value=excluded.last_value", (site, device, quantity, st.seq, st.ts, st.value))
+            "last_value=excluded.last_value",
+            (site, device, quantity, st.seq, st.ts, st.value),
+        )
 
-    def add_meter_energy(self, site: str, device: str, role: str, start_ms: int,
-                         kwh: float) -> None:
+    def add_meter_energy(
+        self, site: str, device: str, role: str, start_ms: int, kwh: float
+    ) -> None:
         """Add energy to a meter's interval."""
         self._db.execute(
             "INSERT INTO meter_interval VALUES (?, ?, ?, ?, ?) ON CONFLICT(site, device, start_ms) "
             "DO UPDATE SET energy_kwh = energy_kwh + excluded.energy_kwh",
-            (site, device, role, start_ms, kwh))
+            (site, device, role, start_ms, kwh),
+        )
 
-    def add_site_grid_import(self, site: str, start_ms: int, kwh: float, kgco2e: float,
-                             factor_id: str) -> None:
+    def add_site_grid_import(
+        self, site: str, start_ms: int, kwh: float, kgco2e: float, factor_id: str
+    ) -> None:
         """Add grid import and its location-based emissions to a site interval."""
         self._db.execute(
             "INSERT INTO site_interval(site, start_ms, grid_import_kwh, scope2_location_kgco2e, "
@@ -124,52 +131,79 @@ class Ledger:
             "grid_import_kwh = grid_import_kwh + excluded.grid_import_kwh, "
             "scope2_location_kgco2e = scope2_location_kgco2e + excluded.scope2_location_kgco2e, "
             "version = version + 1",
-            (site, start_ms, kwh, kgco2e, factor_id))
+            (site, start_ms, kwh, kgco2e, factor_id),
+        )
 
     def record_event(self, ev: Event) -> None:
         """Append to the event log."""
-        self._db.execute("INSERT INTO events(site, device, ts, seq, kind, detail) "
-                         "VALUES (?, ?, ?, ?, ?, ?)",
-                         (ev.site, ev.device, ev.ts, ev.seq, ev.kind, ev.detail))
+        self._db.execute(
+            "INSERT INTO events(site, device, ts, seq, kind, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (ev.site, ev.device, ev.ts, ev.seq, ev.kind, ev.detail),
+        )
 
     def events(self, site: str) -> list[Event]:
         """The event log of a site, oldest first."""
-        return [Event(*row) for row in self._db.execute(
-            "SELECT site, device, ts, seq, kind, detail FROM events WHERE site=? ORDER BY id",
-            (site,))]
+        return [
+            Event(*row)
+            for row in self._db.execute(
+                "SELECT site, device, ts, seq, kind, detail FROM events WHERE site=? ORDER BY id",
+                (site,),
+            )
+        ]
 
     def meter_intervals(self, site: str, device: str) -> list[tuple[int, float]]:
         """(start_ms, kWh) of one meter, oldest first."""
-        return [(int(a), float(b)) for a, b in self._db.execute(
-            "SELECT start_ms, energy_kwh FROM meter_interval WHERE site=? AND device=? "
-            "ORDER BY start_ms", (site, device))]
+        return [
+            (int(a), float(b))
+            for a, b in self._db.execute(
+                "SELECT start_ms, energy_kwh FROM meter_interval WHERE site=? AND device=? "
+                "ORDER BY start_ms",
+                (site, device),
+            )
+        ]
 
-    def site_intervals(self, site: str, start_ms: int = 0,
-                       end_ms: int = 2**62) -> list[SiteInterval]:
+    def site_intervals(
+        self, site: str, start_ms: int = 0, end_ms: int = 2**62
+    ) -> list[SiteInterval]:
         """Site figures in [start_ms, end_ms), oldest first."""
-        return [SiteInterval(*row) for row in self._db.execute(
-            "SELECT start_ms, grid_import_kwh, scope2_location_kgco2e, grid_factor_id, version "
-            "FROM site_interval WHERE site=? AND start_ms>=? AND start_ms<? ORDER BY start_ms",
-            (site, start_ms, end_ms))]
+        return [
+            SiteInterval(*row)
+            for row in self._db.execute(
+                "SELECT start_ms, grid_import_kwh, scope2_location_kgco2e, grid_factor_id, version "
+                "FROM site_interval WHERE site=? AND start_ms>=? AND start_ms<? ORDER BY start_ms",
+                (site, start_ms, end_ms),
+            )
+        ]
 
     def unpublished(self, site: str, before_ms: int) -> list[SiteInterval]:
         """Site intervals that changed since last published and start by `before_ms`."""
-        return [SiteInterval(*row) for row in self._db.execute(
-            "SELECT start_ms, grid_import_kwh, scope2_location_kgco2e, grid_factor_id, version "
-            "FROM site_interval WHERE site=? AND version > published_version AND start_ms <= ? "
-            "ORDER BY start_ms", (site, before_ms))]
+        return [
+            SiteInterval(*row)
+            for row in self._db.execute(
+                "SELECT start_ms, grid_import_kwh, scope2_location_kgco2e, grid_factor_id, version "
+                "FROM site_interval WHERE site=? AND version > published_version AND start_ms <= ? "
+                "ORDER BY start_ms",
+                (site, before_ms),
+            )
+        ]
 
     def mark_published(self, site: str, start_ms: int, version: int) -> None:
         """Record that `version` of an interval reached the broker."""
-        self._db.execute("UPDATE site_interval SET published_version=max(published_version, ?) "
-                         "WHERE site=? AND start_ms=?", (version, site, start_ms))
+        self._db.execute(
+            "UPDATE site_interval SET published_version=max(published_version, ?) "
+            "WHERE site=? AND start_ms=?",
+            (version, site, start_ms),
+        )
 
     def next_derived_seq(self, site: str) -> int:
         """Allocate the next seq of the site's derived Samples."""
         row = self._db.execute("SELECT last FROM derived_seq WHERE site=?", (site,)).fetchone()
         seq = 0 if row is None else int(row[0]) + 1
-        self._db.execute("INSERT INTO derived_seq VALUES (?, ?) ON CONFLICT(site) "
-                         "DO UPDATE SET last=excluded.last", (site, seq))
+        self._db.execute(
+            "INSERT INTO derived_seq VALUES (?, ?) ON CONFLICT(site) "
+            "DO UPDATE SET last=excluded.last",
+            (site, seq),
+        )
         return seq
 
     def close(self) -> None:

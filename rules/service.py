@@ -31,8 +31,14 @@ def _resolve(path: Path, base_dir: Path | None) -> Path:
 class RulesService:
     """One site's accounting; a message is acknowledged once the ledger has committed it."""
 
-    def __init__(self, site: SiteInfo, broker: BrokerConfig, cfg: RulesConfig,
-                 *, base_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        site: SiteInfo,
+        broker: BrokerConfig,
+        cfg: RulesConfig,
+        *,
+        base_dir: Path | None = None,
+    ) -> None:
         self.site = site
         self.cfg = cfg
         self.ledger = Ledger(_resolve(cfg.ledger, base_dir))
@@ -98,8 +104,9 @@ class RulesService:
                 continue
             with self.ledger.transaction():
                 seq = self.ledger.next_derived_seq(self.site.id)
-            info = self.consumer.publish(topics.derived(self.site.id),
-                                         encode(self.engine.derived_sample(iv, seq)), qos=1)
+            info = self.consumer.publish(
+                topics.derived(self.site.id), encode(self.engine.derived_sample(iv, seq)), qos=1
+            )
             self._inflight[info.mid] = (iv.start_ms, iv.version)
             self.derived_published += 1
             if is_open:

@@ -58,7 +58,9 @@ class SiteInfo(BaseModel):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (expected an IANA name such as Asia/Shanghai)") from None
+            raise ValueError(
+                f"unknown time zone {v!r} (expected an IANA name such as Asia/Shanghai)"
+            ) from None
         return v
 
 
@@ -86,7 +88,9 @@ class BrokerConfig(BaseModel):
     def _valid_url(cls, v: str) -> str:
         parts = urlsplit(v)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"{v!r} is not a broker URL (expected mqtt://host:port or mqtts://host:port)")
+            raise ValueError(
+                f"{v!r} is not a broker URL (expected mqtt://host:port or mqtts://host:port)"
+            )
         try:
             parts.port  # noqa: B018 - raises on a bad port
         except ValueError:

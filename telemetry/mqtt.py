@@ -46,8 +46,10 @@ def make_client(
         pw = broker.password()
         client.username_pw_set(broker.username, pw.get_secret_value() if pw else None)
     if broker.tls:
-        client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None,
-                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.tls_set(
+            ca_certs=str(broker.ca_file) if broker.ca_file else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
 
@@ -55,11 +57,16 @@ def make_client(
 def connect_async(client: paho.Client, broker: BrokerConfig, *, persistent: bool) -> None:
     """Start connecting in the background; paho reconnects on its own afterwards."""
     if broker.protocol == "5":
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if persistent:
             props.SessionExpiryInterval = broker.session_expiry_s
-        client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s,
-                             clean_start=not persistent, properties=props)
+        client.connect_async(
+            broker.host,
+            broker.port,
+            keepalive=broker.keepalive_s,
+            clean_start=not persistent,
+            properties=props,
+        )
     else:
         client.connect_async(broker.host, broker.port, keepalive=broker.keepalive_s)
     client.loop_start()
@@ -116,8 +123,9 @@ class Consumer:
         """Block until connected (and subscribed) or `timeout` seconds pass."""
         return self.connected.wait(timeout)
 
-    def _on_connect(self, client: paho.Client, _ud: Any, _flags: Any, reason: Any,
-                    _props: Any) -> None:
+    def _on_connect(
+        self, client: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
         if reason.is_failure:
             log.error("broker %s refused connection: %s", self.broker.url, reason)
             return
@@ -128,8 +136,9 @@ class Consumer:
         if self.on_connected is not None:
             self.on_connected()
 
-    def _on_disconnect(self, _c: paho.Client, _ud: Any, _flags: Any, reason: Any,
-                       _props: Any) -> None:
+    def _on_disconnect(
+        self, _c: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
         self.connected.clear()
         if not self._stopping.is_set():
             log.warning("disconnected from %s: %s; reconnecting", self.broker.url, reason)
@@ -154,8 +163,11 @@ class Consumer:
         while len(batch) < max_messages:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self._queue.get(timeout=max(0.0, remaining)) if remaining > 0
-                             else self._queue.get_nowait())
+                batch.append(
+                    self._queue.get(timeout=max(0.0, remaining))
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
         return batch
@@ -166,7 +178,8 @@ class Consumer:
             if m.qos > 0:
                 self.client.ack(m.mid, m.qos)
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1,
-                retain: bool = False) -> paho.MQTTMessageInfo:
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> paho.MQTTMessageInfo:
         """Publish through the same connection."""
         return self.client.publish(topic, payload, qos=qos, retain=retain)

@@ -1,0 +1,5 @@
+"""`python -m lingtan` is the `lingtan` command."""
+
+from lingtan.cli import app
+
+app()

@@ -1,0 +1,31 @@
+"""Fixtures: real servers on loopback, fresh per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from telemetry.config import BrokerConfig
+from tests import servers
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[servers.Server]:
+    """A Mosquitto 2 broker of this test's own."""
+    with servers.mosquitto(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def broker(mosquitto: servers.Server) -> BrokerConfig:
+    """Config for the test's Mosquitto, over MQTT 5."""
+    return BrokerConfig(url=f"mqtt://127.0.0.1:{mosquitto.port}", protocol="5")
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[servers.VictoriaMetrics]:
+    """A VictoriaMetrics of this test's own."""
+    with servers.victoria_metrics(tmp_path) as vm:
+        yield vm

@@ -1,0 +1,141 @@
+"""Real servers on free loopback ports, started by the tests (no mocks of things we can run)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll until `predicate()` is truthy; fail the test naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _binary(name: str, *extra: str) -> str:
+    found = shutil.which(name) or next((p for p in extra if Path(p).exists()), None)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed; run `make servers` (or ./tests/install-servers.sh)")
+    return found
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Server:
+    """A server process we started."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def stop(self) -> None:
+        """Terminate and reap."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _start(cmd: list[str], port: int, log: Path, what: str) -> Server:
+    out = log.open("wb")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(proc, port, log)
+    try:
+        wait_until(lambda: proc.poll() is not None or _port_open(port), 20, f"{what} on {port}")
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text(errors='replace')[-2000:]}")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+# The broker config we test with carries the settings we ship (deploy/mosquitto): no QoS 1
+# drops for a slow subscriber.
+MOSQUITTO_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 0
+max_inflight_messages 0
+log_dest stdout
+log_type error
+log_type warning
+"""
+
+
+@contextmanager
+def mosquitto(tmp: Path) -> Iterator[Server]:
+    """Mosquitto 2 on a free port."""
+    port = free_port()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(MOSQUITTO_CONF.format(port=port))
+    server = _start([_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)], port,
+                    tmp / "mosquitto.log", "mosquitto")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class VictoriaMetrics:
+    """VictoriaMetrics: accepts InfluxDB line protocol at /api/v2/write."""
+
+    server: Server
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def export(self, match: str) -> list[dict[str, object]]:
+        """Every stored series matching `match`, after a flush (VM buffers recent samples)."""
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()
+        query = urllib.parse.urlencode({"match[]": match})
+        body = urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=10).read()
+        return [orjson.loads(line) for line in body.splitlines() if line.strip()]
+
+
+@contextmanager
+def victoria_metrics(tmp: Path) -> Iterator[VictoriaMetrics]:
+    """VictoriaMetrics single-node on a free port; retention long enough for any test time."""
+    port = free_port()
+    cmd = [_binary("victoria-metrics"), f"-httpListenAddr=127.0.0.1:{port}",
+           f"-storageDataPath={tmp / 'vm-data'}", "-retentionPeriod=100y",
+           "-search.latencyOffset=0s"]
+    server = _start(cmd, port, tmp / "victoria-metrics.log", "victoria-metrics")
+    try:
+        yield VictoriaMetrics(server)
+    finally:
+        server.stop()
+
+
