@@ -94,9 +94,9 @@ log_type warning
 
 
 @contextmanager
-def mosquitto(tmp: Path) -> Iterator[Server]:
-    """Mosquitto 2 on a free port."""
-    port = free_port()
+def mosquitto(tmp: Path, port: int | None = None) -> Iterator[Server]:
+    """Mosquitto 2 on a free port (or on `port`, to restart one)."""
+    port = port or free_port()
     conf = tmp / "mosquitto.conf"
     conf.write_text(MOSQUITTO_CONF.format(port=port))
     server = _start([_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)], port,

@@ -1,0 +1,32 @@
+"""`lingtan demo` on the embedded default: live figures, with no server installed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_shows_live_figures(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lingtan", "demo", "--duration", "6", "--state-dir",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={"COLUMNS": "100", "LINES": "30", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert re.search(r"Site power\s+[\d,]+\.\d kW", out), out
+    m = re.search(r"demo finished: (\d+) readings stored, ([\d.]+) kWh, ([\d.]+) kg CO2", out)
+    assert m is not None, out
+    readings, kwh, kg = int(m[1]), float(m[2]), float(m[3])
+    assert readings >= 3
+    assert kwh > 0
+    # Scope 2 location-based with the 2022 national factor (0.5366 kg/kWh), to display rounding
+    assert kg == pytest.approx(kwh * 0.5366, abs=0.002)
+    assert (tmp_path / "ledger.sqlite").exists()
+    assert "Traceback" not in proc.stderr
