@@ -108,4 +108,3 @@ def _plain(s: Sample) -> dict[str, Any]:
     if s.quality is not Quality.GOOD:
         out["quality"] = s.quality.value
     return out
-

@@ -36,7 +36,8 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
 def _binary(name: str, *extra: str) -> str:
     found = shutil.which(name) or next((p for p in extra if Path(p).exists()), None)
     if found is None:
-        raise RuntimeError(f"{name} is not installed; run `make servers` (or ./tests/install-servers.sh)")
+        raise RuntimeError(f"{name} is not installed; run `make servers` "
+                           "(./tests/install-servers.sh)")
     return found
 
 

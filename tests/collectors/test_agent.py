@@ -30,8 +30,8 @@ def _edge(tmp: Path, ports: list[int]) -> EdgeConfig:
                      timeout_s=0.5) for i, p in enumerate(ports)])
 
 
-async def _until(pred: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(pred: object, limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if callable(pred) and pred():
             return
@@ -95,4 +95,5 @@ async def test_a_dead_device_does_not_stop_the_others(tmp_path: Path, broker: Br
             states.setdefault(topic.split("/")[3], []).append(orjson.loads(payload)["state"])
     assert states["m0"] == ["online"]
     assert states["m1"] == ["offline"]
-    assert states["e1"][0] == "online" and states["e1"][-1] == "offline"
+    assert states["e1"][0] == "online"
+    assert states["e1"][-1] == "offline"

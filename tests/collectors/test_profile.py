@@ -148,5 +148,5 @@ def test_profile_files_load_by_path(tmp_path: Path) -> None:
 
 
 def test_unknown_profile_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(ValueError, match="no profile named 'sdm999'.*eastron-sdm630"):
+    with pytest.raises(ValueError, match=r"no profile named 'sdm999'.*eastron-sdm630"):
         load_profile("sdm999")

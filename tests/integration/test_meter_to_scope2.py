@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -114,12 +113,12 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 @pytest.fixture
-def meter() -> Iterator[SimulatedMeter]:
-    yield SimulatedMeter(load_profile("eastron-sdm630"), Script())
+def meter() -> SimulatedMeter:
+    return SimulatedMeter(load_profile("eastron-sdm630"), Script())
 
 
-async def wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: object, limit_s: float, what: str) -> None:
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if callable(predicate) and predicate():
             return
@@ -160,7 +159,7 @@ async def test_meter_registers_to_stored_values_and_scope2(
         assert [v for _, _, v in rows] == pytest.approx([s[q] for s in served], rel=1e-6), q
 
     # 2. VictoriaMetrics got the same through the influxdb-client write path
-    series = victoria.export('{__name__=~"meter_.*",site="%s",device="grid-main"}' % SITE)
+    series = victoria.export(f'{{__name__=~"meter_.*",site="{SITE}",device="grid-main"}}')
     by_name = {s["metric"]["__name__"]: s for s in series}  # type: ignore[index]
     for q in EXPECTED_MAP:
         got = by_name[f"meter_{q}"]

@@ -116,5 +116,5 @@ def test_derived_sample_carries_the_interval(tmp_path: Path) -> None:
 
 def test_a_pinned_factor_that_does_not_exist_is_a_config_error(tmp_path: Path) -> None:
     cfg = RulesConfig(grid_factor="nope", meters=[])
-    with pytest.raises(ValueError, match="rules.grid_factor: no factor 'nope'"):
+    with pytest.raises(ValueError, match=r"rules\.grid_factor: no factor 'nope'"):
         Engine(SITE, cfg, Ledger(tmp_path / "l.sqlite"), FactorLibrary.load())

@@ -29,7 +29,7 @@ def test_counters_and_gauges() -> None:
 
 
 def test_unknown_quantity_lists_known_ones() -> None:
-    with pytest.raises(KeyError, match="unknown quantity 'power_w'.*active_power_kw"):
+    with pytest.raises(KeyError, match=r"unknown quantity 'power_w'.*active_power_kw"):
         vocabulary()["power_w"]
 
 
