@@ -191,6 +191,7 @@ def demo(
                 console=console,
             )
         )
+        console.print()
         console.print(
             f"demo finished: {figures.samples_stored} readings stored, "
             f"{figures.energy_today_kwh:.3f} kWh, "

@@ -111,7 +111,8 @@ async def run_demo(
     cfg = demo_config(state, broker, meter_port)
     console.print(
         f"[dim]state in {state}; broker {broker.url} (MQTT {broker.protocol}); "
-        f"meter {PROFILE} on 127.0.0.1:{meter_port}[/]"
+        f"meter {PROFILE} on 127.0.0.1:{meter_port}[/]",
+        soft_wrap=True,
     )
 
     ingest = IngestService(cfg.site, cfg.broker, cfg.ingest)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import Server
+
 pytestmark = pytest.mark.integration
 
 
@@ -30,3 +32,24 @@ def test_demo_shows_live_figures(tmp_path: Path) -> None:
     assert kg == pytest.approx(kwh * 0.5366, abs=0.002)
     assert (tmp_path / "ledger.sqlite").exists()
     assert "Traceback" not in proc.stderr
+
+
+def test_demo_runs_against_a_real_mosquitto_over_mqtt5(tmp_path: Path, mosquitto: Server) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lingtan", "demo", "--duration", "5", "--broker",
+         f"mqtt://127.0.0.1:{mosquitto.port}", "--protocol", "5", "--state-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={"COLUMNS": "100", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"broker mqtt://127.0.0.1:{mosquitto.port} (MQTT 5)" in proc.stdout
+    m = re.search(r"demo finished: (\d+) readings stored", proc.stdout)
+    assert m is not None
+    assert int(m[1]) >= 3
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "lingtan", "--help"], capture_output=True,
+                         text=True, timeout=60, check=True, env={"COLUMNS": "120",
+                                                                 "PATH": "/usr/bin:/bin"}).stdout
+    for command in ("demo", "edge", "ingest", "rules", "poll", "check-config"):
+        assert re.search(rf"│ {command}\s", out), command
