@@ -1,56 +1,50 @@
-"""Device profiles: a meter's register map as data (YAML), and decoding registers to quantities."""
+"""Device profiles: a device model's register map as data (YAML), and decoding it to quantities.
+
+A user adds a meter by writing one YAML file; no Python. See collectors/profiles/ for examples.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
-import struct
-from enum import StrEnum
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from telemetry.quantities import vocabulary
+from collectors.codec import (
+    INTEGER_TYPES,
+    DataType,
+    Order,
+    decode_number,
+    max_raw,
+    scaled,
+    width,
+)
+from telemetry.quantities import QuantityKind, vocabulary
 
 # Modbus allows at most 125 registers in one read (FC 3/4).
 MAX_READ_REGISTERS = 125
 
-
-class DataType(StrEnum):
-    """How a value is laid out in registers."""
-
-    INT16 = "int16"
-    UINT16 = "uint16"
-    INT32 = "int32"
-    UINT32 = "uint32"
-    INT64 = "int64"
-    UINT64 = "uint64"
-    FLOAT32 = "float32"
-    FLOAT64 = "float64"
+RegisterFunction = Literal[3, 4]
 
 
-# struct format (big-endian) and width in registers
-_LAYOUT: dict[DataType, tuple[str, int]] = {
-    DataType.INT16: (">h", 1),
-    DataType.UINT16: (">H", 1),
-    DataType.INT32: (">i", 2),
-    DataType.UINT32: (">I", 2),
-    DataType.INT64: (">q", 4),
-    DataType.UINT64: (">Q", 4),
-    DataType.FLOAT32: (">f", 2),
-    DataType.FLOAT64: (">d", 4),
-}
+class ScaleFactor(BaseModel):
+    """A register holding a power-of-ten exponent for others (SunSpec `*_SF`); read every poll."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-class WordOrder(StrEnum):
-    """Order of the 16-bit words of a multi-register value."""
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,40}$")]
+    address: Annotated[int, Field(ge=0, le=65535)]
+    function: RegisterFunction = 3
 
-    BIG = "big"  # most significant word first (ABCD)
-    LITTLE = "little"  # least significant word first (CDAB)
+    @property
+    def width(self) -> int:
+        """A scale factor is one int16."""
+        return 1
 
 
 class Register(BaseModel):
@@ -60,21 +54,25 @@ class Register(BaseModel):
 
     quantity: str
     address: Annotated[int, Field(ge=0, le=65535, description="address as on the wire, 0-based")]
-    function: Literal[3, 4] = Field(
+    function: RegisterFunction = Field(
         default=4, description="3: holding registers, 4: input registers"
     )
     type: DataType
-    word_order: WordOrder | None = None
+    order: Order | None = Field(default=None, description="overrides the profile's order")
     scale: float = 1.0
     offset: float = 0.0
+    # value × 10^(scale factor register), read in the same poll (SunSpec)
+    scale_factor: str | None = None
+    # raw register patterns that mean "not available"; added to the profile's list
+    na: list[int] = Field(default_factory=list)
 
     @property
     def width(self) -> int:
         """Number of registers the value spans."""
-        return _LAYOUT[self.type][1]
+        return width(self.type)
 
     @model_validator(mode="after")
-    def _known_quantity(self) -> Register:
+    def _consistent(self) -> Register:
         if self.quantity not in vocabulary():
             raise ValueError(
                 f"quantity {self.quantity!r} is not in the vocabulary "
@@ -84,93 +82,27 @@ class Register(BaseModel):
             raise ValueError(f"a {self.type} at address {self.address} runs past register 65535")
         if self.scale == 0 or not math.isfinite(self.scale):
             raise ValueError("scale must be a finite, non-zero number")
+        if self.na and self.type not in INTEGER_TYPES:
+            raise ValueError("na sentinels apply to integer types; floats use NaN")
         return self
-
-
-class Profile(BaseModel):
-    """A device model's register map."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    manufacturer: str = ""
-    model: str = ""
-    source: str = Field(description="the vendor document the register map was taken from")
-    word_order: WordOrder = WordOrder.BIG
-    max_read_registers: Annotated[int, Field(ge=1, le=MAX_READ_REGISTERS)] = MAX_READ_REGISTERS
-    # Unmapped registers a read may span to join two values; 0 unless the device answers them.
-    max_gap: Annotated[int, Field(ge=0, le=MAX_READ_REGISTERS)] = 0
-    registers: Annotated[list[Register], Field(min_length=1)]
-
-    @model_validator(mode="after")
-    def _no_overlap(self) -> Profile:
-        seen: dict[str, int] = {}
-        spans: list[tuple[int, int, int, str]] = []
-        for i, r in enumerate(self.registers):
-            if r.quantity in seen:
-                raise ValueError(
-                    f"registers[{i}]: quantity {r.quantity!r} already mapped "
-                    f"by registers[{seen[r.quantity]}]"
-                )
-            seen[r.quantity] = i
-            spans.append((r.function, r.address, r.address + r.width, r.quantity))
-        spans.sort()
-        for a, b in itertools.pairwise(spans):
-            if a[0] == b[0] and b[1] < a[2]:
-                raise ValueError(f"registers for {a[3]!r} and {b[3]!r} overlap at address {b[1]}")
-        return self
-
-    def plan(self) -> list[Read]:
-        """Coalesce the registers into the fewest contiguous reads per function code."""
-        reads: list[Read] = []
-        for r in sorted(self.registers, key=lambda r: (r.function, r.address)):
-            last = reads[-1] if reads else None
-            end = r.address + r.width
-            if (
-                last is not None
-                and last.function == r.function
-                and last.end <= r.address <= last.end + self.max_gap
-                and end - last.address <= self.max_read_registers
-            ):
-                reads[-1] = Read(
-                    last.function, last.address, end - last.address, (*last.registers, r)
-                )
-            else:
-                reads.append(Read(r.function, r.address, r.width, (r,)))
-        return reads
-
-    def decode(self, reads: list[tuple[Read, list[int]]]) -> dict[str, float]:
-        """Turn the words each read returned into quantity values in canonical units."""
-        values: dict[str, float] = {}
-        for read, words in reads:
-            if len(words) != read.count:
-                raise ValueError(
-                    f"read of {read.count} registers at {read.address} returned {len(words)}"
-                )
-            for r in read.registers:
-                start = r.address - read.address
-                value = decode_value(
-                    words[start : start + r.width], r.type, r.word_order or self.word_order
-                )
-                if value is None:
-                    continue
-                # 15 significant digits drop the binary noise of the scaling (0.1 * 3 etc.)
-                values[r.quantity] = float(f"{value * r.scale + r.offset:.15g}")
-        return values
 
 
 class Read:
     """One request: `count` registers from `address` with one function code."""
 
-    __slots__ = ("address", "count", "function", "registers")
+    __slots__ = ("address", "count", "fields", "function")
 
     def __init__(
-        self, function: int, address: int, count: int, registers: tuple[Register, ...]
+        self,
+        function: int,
+        address: int,
+        count: int,
+        fields: tuple[Register | ScaleFactor, ...],
     ) -> None:
         self.function = function
         self.address = address
         self.count = count
-        self.registers = registers
+        self.fields = fields
 
     @property
     def end(self) -> int:
@@ -181,32 +113,145 @@ class Read:
         return f"Read(fc={self.function}, address={self.address}, count={self.count})"
 
 
-def decode_value(words: list[int], dtype: DataType, order: WordOrder) -> float | None:
-    """Decode big-endian 16-bit words; None when the value is not a finite number."""
-    fmt, width = _LAYOUT[dtype]
-    if len(words) != width:
-        raise ValueError(f"{dtype} needs {width} registers, got {len(words)}")
-    if order is WordOrder.LITTLE:
-        words = words[::-1]
-    raw = struct.pack(f">{width}H", *words)
-    value = struct.unpack(fmt, raw)[0]
-    if isinstance(value, float) and not math.isfinite(value):
+class Profile(BaseModel):
+    """A device model's register map."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
+    manufacturer: str = ""
+    model: str = ""
+    source: Annotated[
+        str, Field(min_length=10, description="the vendor document the map was taken from")
+    ]
+    order: Order = Order.ABCD
+    max_read_registers: Annotated[int, Field(ge=1, le=MAX_READ_REGISTERS)] = MAX_READ_REGISTERS
+    # Unmapped registers a read may span to join two values; 0 unless the device answers them.
+    max_gap: Annotated[int, Field(ge=0, le=MAX_READ_REGISTERS)] = 0
+    na: list[int] = Field(default_factory=list)
+    scale_factors: list[ScaleFactor] = Field(default_factory=list)
+    registers: Annotated[list[Register], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        seen: dict[str, int] = {}
+        for i, r in enumerate(self.registers):
+            if r.quantity in seen:
+                raise ValueError(
+                    f"registers[{i}]: quantity {r.quantity!r} already mapped "
+                    f"by registers[{seen[r.quantity]}]"
+                )
+            seen[r.quantity] = i
+        sf_names = {s.name for s in self.scale_factors}
+        if len(sf_names) != len(self.scale_factors):
+            raise ValueError("scale_factors: a name is used twice")
+        for i, r in enumerate(self.registers):
+            if r.scale_factor is not None and r.scale_factor not in sf_names:
+                raise ValueError(
+                    f"registers[{i}] ({r.quantity}): scale_factor {r.scale_factor!r} is not "
+                    f"in scale_factors ({', '.join(sorted(sf_names)) or 'none'})"
+                )
+        spans = sorted(
+            (f.function, f.address, f.address + f.width, _label(f)) for f in self._fields()
+        )
+        for a, b in itertools.pairwise(spans):
+            if a[0] == b[0] and b[1] < a[2]:
+                raise ValueError(f"{a[3]} and {b[3]} overlap at address {b[1]}")
+        return self
+
+    def _fields(self) -> list[Register | ScaleFactor]:
+        return [*self.scale_factors, *self.registers]
+
+    def plan(self) -> list[Read]:
+        """Coalesce registers into the fewest reads: per function code, within the read size
+        limit, across at most `max_gap` unmapped registers."""
+        reads: list[Read] = []
+        for f in sorted(self._fields(), key=lambda f: (f.function, f.address)):
+            last = reads[-1] if reads else None
+            end = f.address + f.width
+            if (
+                last is not None
+                and last.function == f.function
+                and last.end <= f.address <= last.end + self.max_gap
+                and end - last.address <= self.max_read_registers
+            ):
+                reads[-1] = Read(last.function, last.address, end - last.address, (*last.fields, f))
+            else:
+                reads.append(Read(f.function, f.address, f.width, (f,)))
+        return reads
+
+    def decode(self, reads: list[tuple[Read, list[int]]]) -> dict[str, float]:
+        """Turn the words each read returned into quantity values in canonical units.
+
+        A value the device reports as not available (a sentinel, NaN, or a scale factor that
+        is itself not available) is left out: missing, never zero.
+        """
+        sfs: dict[str, int | None] = {}
+        raw: list[tuple[Register, float | None]] = []
+        base_na = frozenset(self.na)
+        for read, words in reads:
+            if len(words) != read.count:
+                raise ValueError(
+                    f"read of {read.count} registers at {read.address} returned {len(words)}"
+                )
+            for f in read.fields:
+                start = f.address - read.address
+                chunk = words[start : start + f.width]
+                if isinstance(f, ScaleFactor):
+                    v = decode_number(chunk, DataType.INT16, self.order, frozenset({0x8000}))
+                    sfs[f.name] = None if v is None or not -10 <= v <= 10 else int(v)
+                else:
+                    na = base_na | frozenset(f.na)
+                    raw.append((f, decode_number(chunk, f.type, f.order or self.order, na)))
+        values: dict[str, float] = {}
+        for r, v in raw:
+            sf = sfs.get(r.scale_factor) if r.scale_factor is not None else None
+            if v is None or (r.scale_factor is not None and sf is None):
+                continue
+            values[r.quantity] = scaled(v, r.scale, r.offset, sf)
+        return values
+
+    def counter_max(self, quantity: str) -> float | None:
+        """Where a counter register wraps, in the quantity's unit (None if unknown)."""
+        for r in self.registers:
+            if r.quantity == quantity:
+                top = max_raw(r.type)
+                if top is None or r.scale_factor is not None:
+                    return None
+                return float((top + 1) * r.scale)
         return None
-    if dtype is DataType.FLOAT32:
-        # The shortest decimal that is the same float32: 0.96, not 0.9599999785423279.
-        for digits in range(6, 10):
-            short = float(f"{value:.{digits}g}")
-            if struct.pack(">f", short) == raw:
-                return short
-    return float(value)
+
+    def counters(self) -> dict[str, float | None]:
+        """The counter quantities this device reports, with their register wrap points."""
+        v = vocabulary()
+        return {
+            r.quantity: self.counter_max(r.quantity)
+            for r in self.registers
+            if v[r.quantity].kind is QuantityKind.COUNTER
+        }
 
 
-def encode_value(value: float, dtype: DataType, order: WordOrder) -> list[int]:
-    """The inverse of decode_value: words a device would hold for `value` (simulators, tests)."""
-    fmt, width = _LAYOUT[dtype]
-    raw = struct.pack(fmt, value if dtype in (DataType.FLOAT32, DataType.FLOAT64) else int(value))
-    words = list(struct.unpack(f">{width}H", raw))
-    return words[::-1] if order is WordOrder.LITTLE else words
+def _label(f: Register | ScaleFactor) -> str:
+    return f"scale factor {f.name!r}" if isinstance(f, ScaleFactor) else f"{f.quantity!r}"
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file and the entry."""
+
+
+def parse_profile(text: str, where: str) -> Profile:
+    """Validate profile YAML; errors name `where` and the path inside the file."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{where}: not valid YAML: {exc}") from None
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "top level"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ProfileError(f"{where}: {loc}: {msg}") from None
 
 
 def load_profile(name_or_path: str, *, base: Path | None = None) -> Profile:
@@ -215,20 +260,18 @@ def load_profile(name_or_path: str, *, base: Path | None = None) -> Profile:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_absolute() and base is not None:
             path = base / path
-        return Profile.model_validate(yaml.safe_load(path.read_text("utf-8")))
+        return parse_profile(path.read_text("utf-8"), str(path))
     return _builtin(name_or_path)
 
 
 @cache
 def _builtin(name: str) -> Profile:
-    folder = resources.files("collectors").joinpath("profiles")
-    entry = folder.joinpath(f"{name}.yaml")
+    entry = resources.files("collectors").joinpath("profiles").joinpath(f"{name}.yaml")
     if not entry.is_file():
-        known = sorted(
-            p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+        raise ProfileError(
+            f"no profile named {name!r} (shipped profiles: {', '.join(builtin_profiles())})"
         )
-        raise ValueError(f"no profile named {name!r} (shipped profiles: {', '.join(known)})")
-    return Profile.model_validate(yaml.safe_load(entry.read_text("utf-8")))
+    return parse_profile(entry.read_text("utf-8"), f"collectors/profiles/{name}.yaml")
 
 
 def builtin_profiles() -> list[str]:

@@ -21,7 +21,8 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
-from collectors.profile import Profile, encode_value
+from collectors.codec import encode_number
+from collectors.profile import Profile
 
 ValueSource = Callable[[float], dict[str, float]]
 
@@ -148,10 +149,11 @@ class SimulatedMeter:
             return ExcCodes.ILLEGAL_FUNCTION  # a meter's measurements are read-only
         now = self.clock()
         self.values = self.source(now)
+        # scale factor registers stay 0 (10^0), so raw values carry the plain scale
         for r in self.profile.registers:
             if r.quantity in self.values:
                 raw = (self.values[r.quantity] - r.offset) / r.scale
-                words = encode_value(raw, r.type, r.word_order or self.profile.word_order)
+                words = encode_number(raw, r.type, r.order or self.profile.order)
                 i = r.address - start_address
                 registers[i : i + r.width] = words
         self.served.append(

@@ -2,65 +2,14 @@
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given
-from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from collectors.profile import (
-    DataType,
-    Profile,
-    WordOrder,
-    builtin_profiles,
-    decode_value,
-    encode_value,
-    load_profile,
-)
-
-# Golden words: the registers a device puts on the wire, high byte first in each word.
-GOLDEN = [
-    # 230.5 as float32 is 0x43668000
-    ([0x4366, 0x8000], DataType.FLOAT32, WordOrder.BIG, 230.5),
-    ([0x8000, 0x4366], DataType.FLOAT32, WordOrder.LITTLE, 230.5),
-    # -2 as int16
-    ([0xFFFE], DataType.INT16, WordOrder.BIG, -2.0),
-    ([0xFFFE], DataType.UINT16, WordOrder.BIG, 65534.0),
-    # 100000 = 0x000186A0
-    ([0x0001, 0x86A0], DataType.UINT32, WordOrder.BIG, 100000.0),
-    ([0x86A0, 0x0001], DataType.UINT32, WordOrder.LITTLE, 100000.0),
-    ([0xFFFF, 0xFFFF], DataType.INT32, WordOrder.BIG, -1.0),
-    # 2**40 + 5
-    ([0x0000, 0x0100, 0x0000, 0x0005], DataType.UINT64, WordOrder.BIG, float(2**40 + 5)),
-    ([0x0005, 0x0000, 0x0100, 0x0000], DataType.INT64, WordOrder.LITTLE, float(2**40 + 5)),
-    # 1.5 as float64 is 0x3FF8000000000000
-    ([0x3FF8, 0, 0, 0], DataType.FLOAT64, WordOrder.BIG, 1.5),
-]
-
-
-@pytest.mark.parametrize(("words", "dtype", "order", "value"), GOLDEN)
-def test_golden_words_decode(words: list[int], dtype: DataType, order: WordOrder,
-                             value: float) -> None:
-    assert decode_value(words, dtype, order) == value
-    assert encode_value(value, dtype, order) == words
-
-
-def test_a_float_that_is_not_a_number_is_missing_not_zero() -> None:
-    nan = list(struct.unpack(">2H", struct.pack(">f", float("nan"))))
-    assert decode_value(nan, DataType.FLOAT32, WordOrder.BIG) is None
-
-
-def test_wrong_word_count_is_an_error() -> None:
-    with pytest.raises(ValueError, match="float32 needs 2 registers, got 1"):
-        decode_value([1], DataType.FLOAT32, WordOrder.BIG)
-
-
-@given(st.integers(-(2**31), 2**31 - 1), st.sampled_from(list(WordOrder)))
-def test_int32_round_trips(v: int, order: WordOrder) -> None:
-    assert decode_value(encode_value(v, DataType.INT32, order), DataType.INT32, order) == v
+from collectors.codec import DataType, Order, encode_number
+from collectors.profile import Profile, ProfileError, builtin_profiles, load_profile
 
 
 def _profile(**kw: object) -> Profile:
@@ -96,8 +45,8 @@ def test_plan_respects_the_read_size_limit() -> None:
 
 def test_decode_applies_scale_offset_and_units() -> None:
     p = _profile(max_gap=6)
-    words = {10: encode_value(812_500, DataType.INT32, WordOrder.BIG),
-             12: encode_value(482_101, DataType.UINT32, WordOrder.BIG),
+    words = {10: encode_number(812_500, DataType.INT32, Order.ABCD),
+             12: encode_number(482_101, DataType.UINT32, Order.ABCD),
              20: [5002], 0: [0x00FA]}
     reads = []
     for r in p.plan():
@@ -148,5 +97,67 @@ def test_profile_files_load_by_path(tmp_path: Path) -> None:
 
 
 def test_unknown_profile_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(ValueError, match=r"no profile named 'sdm999'.*eastron-sdm630"):
+    with pytest.raises(ProfileError, match=r"no profile named 'sdm999'.*eastron-sdm630"):
         load_profile("sdm999")
+
+
+SUNSPEC_LIKE = {
+    "name": "test-inverter", "source": "a SunSpec-style map written for this test",
+    "order": "ABCD", "max_gap": 10, "na": [0x8000],
+    "scale_factors": [{"name": "W_SF", "address": 14, "function": 3},
+                      {"name": "WH_SF", "address": 17, "function": 3}],
+    "registers": [
+        {"quantity": "active_power_kw", "address": 13, "function": 3, "type": "int16",
+         "scale": 0.001, "scale_factor": "W_SF"},
+        {"quantity": "energy_export_kwh", "address": 15, "function": 3, "type": "uint32",
+         "scale": 0.001, "scale_factor": "WH_SF", "na": [0]},
+        {"quantity": "frequency_hz", "address": 18, "function": 3, "type": "uint16",
+         "scale": 0.01, "na": [0xFFFF]},
+    ],
+}
+
+
+def _decode(profile: Profile, image: dict[int, int]) -> dict[str, float]:
+    return profile.decode([(r, [image.get(a, 0) for a in range(r.address, r.end)])
+                           for r in profile.plan()])
+
+
+def test_scale_factor_registers_are_read_in_the_same_request_and_applied() -> None:
+    p = Profile.model_validate(SUNSPEC_LIKE)
+    assert [(r.function, r.address, r.count) for r in p.plan()] == [(3, 13, 6)]
+    # W = 4321 x 10^1 W; WH = 123456 x 10^2 Wh; Hz = 5001 x 0.01
+    image = {13: 4321, 14: 1, 15: 0x0001, 16: 0xE240, 17: 2, 18: 5001}
+    assert _decode(p, image) == {"active_power_kw": 43.21, "energy_export_kwh": 12345.6,
+                                 "frequency_hz": 50.01}
+    # the device changes its scale factor while running
+    image[14] = 0xFFFF  # -1
+    assert _decode(p, image)["active_power_kw"] == 0.4321
+
+
+def test_not_available_values_and_scale_factors_leave_the_value_out() -> None:
+    p = Profile.model_validate(SUNSPEC_LIKE)
+    image = {13: 0x8000, 14: 0, 15: 0, 16: 0, 17: 0, 18: 0xFFFF}
+    assert _decode(p, image) == {}
+    image = {13: 100, 14: 0x8000, 15: 0, 16: 7, 17: 0, 18: 5000}
+    assert _decode(p, image) == {"energy_export_kwh": 0.007, "frequency_hz": 50.0}
+
+
+def test_counters_carry_their_register_wrap_point() -> None:
+    p = Profile.model_validate({**SUNSPEC_LIKE, "scale_factors": [], "registers": [
+        {"quantity": "energy_import_kwh", "address": 0, "type": "uint32", "scale": 0.01},
+        {"quantity": "energy_export_kwh", "address": 2, "type": "float32"},
+        {"quantity": "active_power_kw", "address": 4, "type": "int16"}]})
+    assert p.counters() == {"energy_import_kwh": 2**32 * 0.01, "energy_export_kwh": None}
+
+
+def test_a_scale_factor_that_is_not_declared_is_named() -> None:
+    bad = {**SUNSPEC_LIKE, "scale_factors": SUNSPEC_LIKE["scale_factors"][:1]}  # type: ignore[index]
+    with pytest.raises(ValidationError, match=r"scale_factor 'WH_SF' is not in scale_factors"):
+        Profile.model_validate(bad)
+
+
+def test_profile_file_errors_name_the_file_and_entry(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**SUNSPEC_LIKE, "order": "ACBD"}))
+    with pytest.raises(ProfileError, match=r"bad.yaml: order: Input should be 'ABCD'"):
+        load_profile(str(path))

@@ -1,0 +1,159 @@
+"""The register codec: pure functions from Modbus words to numbers, strings and bits.
+
+Orders name where the bytes of a value sit on the wire, A being the most significant:
+ABCD big-endian; CDAB words swapped (the usual "little-endian word order"); BADC bytes swapped
+within each word; DCBA fully little-endian. For 64-bit values the same rules apply per word
+and across the four words.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from enum import StrEnum
+
+
+class DataType(StrEnum):
+    """How a value is laid out in registers."""
+
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+
+
+class Order(StrEnum):
+    """Byte order of a multi-byte value on the wire."""
+
+    ABCD = "ABCD"
+    CDAB = "CDAB"
+    BADC = "BADC"
+    DCBA = "DCBA"
+
+    @property
+    def words_swapped(self) -> bool:
+        """Least significant word first."""
+        return self in (Order.CDAB, Order.DCBA)
+
+    @property
+    def bytes_swapped(self) -> bool:
+        """Least significant byte first within each word."""
+        return self in (Order.BADC, Order.DCBA)
+
+
+# struct format (big-endian) and width in registers
+LAYOUT: dict[DataType, tuple[str, int]] = {
+    DataType.INT16: (">h", 1),
+    DataType.UINT16: (">H", 1),
+    DataType.INT32: (">i", 2),
+    DataType.UINT32: (">I", 2),
+    DataType.INT64: (">q", 4),
+    DataType.UINT64: (">Q", 4),
+    DataType.FLOAT32: (">f", 2),
+    DataType.FLOAT64: (">d", 4),
+}
+
+INTEGER_TYPES = frozenset(t for t in DataType if not t.startswith("float"))
+
+
+def width(dtype: DataType) -> int:
+    """Registers a value of this type spans."""
+    return LAYOUT[dtype][1]
+
+
+def max_raw(dtype: DataType) -> int | None:
+    """The largest raw value of an unsigned type (where a counter wraps), else None."""
+    if dtype in (DataType.UINT16, DataType.UINT32, DataType.UINT64):
+        return int(2 ** (16 * width(dtype)) - 1)
+    return None
+
+
+def to_canonical(words: list[int], order: Order) -> bytes:
+    """Wire words to big-endian bytes (ABCD...)."""
+    if order.bytes_swapped:
+        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+    if order.words_swapped:
+        words = words[::-1]
+    return struct.pack(f">{len(words)}H", *words)
+
+
+def from_canonical(raw: bytes, order: Order) -> list[int]:
+    """Big-endian bytes to the words a device with `order` puts on the wire."""
+    words = list(struct.unpack(f">{len(raw) // 2}H", raw))
+    if order.words_swapped:
+        words = words[::-1]
+    if order.bytes_swapped:
+        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+    return words
+
+
+def decode_raw(words: list[int], dtype: DataType, order: Order) -> int | float:
+    """The raw number in `words` (no scaling, no sentinel check)."""
+    fmt, n = LAYOUT[dtype]
+    if len(words) != n:
+        raise ValueError(f"{dtype} needs {n} registers, got {len(words)}")
+    value: int | float = struct.unpack(fmt, to_canonical(words, order))[0]
+    return value
+
+
+def shortest_float32(value: float) -> float:
+    """The shortest decimal that is the same float32: 0.96, not 0.9599999785423279."""
+    raw = struct.pack(">f", value)
+    for digits in range(6, 10):
+        short = float(f"{value:.{digits}g}")
+        if struct.pack(">f", short) == raw:
+            return short
+    return value
+
+
+def decode_number(
+    words: list[int], dtype: DataType, order: Order, na: frozenset[int] = frozenset()
+) -> float | None:
+    """A number, or None when the device says "not available" (a sentinel, NaN or infinity)."""
+    raw = decode_raw(words, dtype, order)
+    if isinstance(raw, float):
+        if not math.isfinite(raw):
+            return None
+        return shortest_float32(raw) if dtype is DataType.FLOAT32 else raw
+    if raw in na or _unsigned(raw, dtype) in na:
+        return None
+    return float(raw)
+
+
+def _unsigned(raw: int, dtype: DataType) -> int:
+    # Sentinels are written as register patterns (0x8000): compare signed types by bit pattern.
+    return raw & ((1 << (16 * width(dtype))) - 1)
+
+
+def encode_number(value: float, dtype: DataType, order: Order) -> list[int]:
+    """The words a device with `order` holds for `value` (simulators, tests)."""
+    fmt, _ = LAYOUT[dtype]
+    raw = struct.pack(fmt, value if dtype in (DataType.FLOAT32, DataType.FLOAT64) else int(value))
+    return from_canonical(raw, order)
+
+
+def decode_string(words: list[int], *, bytes_swapped: bool = False) -> str:
+    """ASCII/UTF-8 text packed two characters a register; NULs and padding spaces dropped."""
+    if bytes_swapped:
+        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+    raw = struct.pack(f">{len(words)}H", *words)
+    return raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace").strip()
+
+
+def decode_bits(word: int, bit: int, count: int = 1) -> int:
+    """`count` bits of a register starting at `bit` (0 = least significant)."""
+    if not 0 <= bit <= 15 or not 1 <= count <= 16 - bit:
+        raise ValueError(f"bits {bit}..{bit + count - 1} are outside a 16-bit register")
+    return (word >> bit) & ((1 << count) - 1)
+
+
+def scaled(raw: float, scale: float, offset: float, sf: int | None = None) -> float:
+    """raw × scale × 10^sf + offset, without the binary noise of the multiplication."""
+    value = raw * scale
+    if sf is not None:
+        value *= 10.0**sf
+    return float(f"{value + offset:.15g}")
