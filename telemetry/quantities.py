@@ -19,6 +19,7 @@ _UNIT_SUFFIX = {
     "V": "v",
     "A": "a",
     "kWh": "kwh",
+    "kvarh": "kvarh",
     "m3": "m3",
     "L": "l",
     "degC": "c",
