@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -12,8 +13,9 @@ from pathlib import Path
 import orjson
 
 from collectors.config import DeviceConfig, EdgeConfig, device_profile
-from collectors.modbus import ModbusTcpReader, ReadError
+from collectors.modbus import ModbusReader, ReadError
 from collectors.outbox import Outbox
+from collectors.profile import Profile, Read
 from collectors.publisher import OutboxPublisher
 from telemetry import topics
 from telemetry.config import BrokerConfig, SiteInfo
@@ -25,15 +27,32 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DeviceHealth:
-    """What the agent knows about one device, for status and the live view."""
+    """What the agent knows about one device, for status, health Samples and the live view."""
 
     online: bool | None = None
     polls: int = 0
+    ok: int = 0
     failures: int = 0
+    missed: int = 0
     consecutive_failures: int = 0
     last_error: str = ""
+    last_duration_ms: float = 0.0
+    last_jitter_ms: float = 0.0
+    max_jitter_ms: float = 0.0
     last_values: dict[str, float] = field(default_factory=dict)
     last_ts: int = 0
+
+
+async def _sleep_until(wall: float, stop: asyncio.Event) -> bool:
+    """Sleep until wall-clock time `wall`; True if `stop` was set meanwhile."""
+    delay = wall - time.time()
+    if delay <= 0:
+        return stop.is_set()
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except TimeoutError:
+        return False
+    return True
 
 
 class EdgeAgent:
@@ -56,9 +75,12 @@ class EdgeAgent:
             if edge.state_dir.is_absolute() or base_dir is None
             else base_dir / edge.state_dir
         )
-        self.outbox = Outbox(state_dir / "outbox.sqlite")
+        self.outbox = Outbox(state_dir / "outbox.sqlite", max_samples=edge.max_outbox_samples)
         self.health: dict[str, DeviceHealth] = {d.id: DeviceHealth() for d in edge.devices}
-        self._readers: dict[tuple[str, int], ModbusTcpReader] = {}
+        self.profiles: dict[str, Profile] = {
+            d.id: device_profile(d, base_dir) for d in edge.devices
+        }
+        self._readers: dict[str, ModbusReader] = {}
         self.publisher: OutboxPublisher | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -76,8 +98,10 @@ class EdgeAgent:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.publisher.run(stop), name="edge-publisher")
+                if self.edge.health_interval_s > 0:
+                    tg.create_task(self._health_loop(stop), name="edge-health")
                 for dev in self.edge.devices:
-                    tg.create_task(self._poll_loop(dev, client, stop), name=f"poll-{dev.id}")
+                    tg.create_task(self._poll_loop(dev, stop), name=f"poll-{dev.id}")
         finally:
             client.publish(
                 agent_status, orjson.dumps({"state": "offline", "ts": now_ms()}), qos=1, retain=True
@@ -88,51 +112,71 @@ class EdgeAgent:
                 reader.close()
             self.outbox.close()
 
-    def _reader(self, dev: DeviceConfig) -> ModbusTcpReader:
-        # Devices behind one gateway share its connection; the reader serialises requests.
-        key = (dev.transport.host, dev.transport.port)
+    def _reader(self, dev: DeviceConfig) -> ModbusReader:
+        # Devices behind one gateway or on one serial line share it, one request at a time.
+        key = dev.transport.key
         if key not in self._readers:
-            self._readers[key] = ModbusTcpReader(
-                dev.transport.host, dev.transport.port, timeout_s=dev.timeout_s
-            )
+            self._readers[key] = ModbusReader(dev.transport, timeout_s=dev.timeout_s)
         return self._readers[key]
 
-    async def _poll_loop(self, dev: DeviceConfig, client: object, stop: asyncio.Event) -> None:
-        profile = device_profile(dev, self.base_dir)
+    async def _poll_loop(self, dev: DeviceConfig, stop: asyncio.Event) -> None:
+        profile = self.profiles[dev.id]
         plan = profile.plan()
         reader = self._reader(dev)
         health = self.health[dev.id]
-        # Spread devices over the interval so they do not all fire in the same millisecond.
-        next_at = time.monotonic() + random.uniform(0, min(dev.interval_s, 1.0))  # noqa: S311
-        while not stop.is_set():
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                    return
-                except TimeoutError:
-                    pass
-            ts = now_ms()
+        interval = dev.interval_s
+        tick = math.floor(time.time() / interval + 1) * interval
+        while not await _sleep_until(tick, stop):
+            started = time.time()
+            health.last_jitter_ms = (started - tick) * 1000
+            health.max_jitter_ms = max(health.max_jitter_ms, health.last_jitter_ms)
             health.polls += 1
-            try:
-                words = await reader.read(dev.unit_id, plan)
-                values = profile.decode(words)
-            except (ReadError, ValueError) as exc:
-                self._failed(dev, health, str(exc))
+            values, error = await self._read(dev, reader, plan, profile, tick + interval)
+            health.last_duration_ms = (time.time() - started) * 1000
+            if error is None:
+                self._succeeded(dev, health, int(started * 1000), values)
             else:
-                if values:
-                    self.outbox.append(self.site.id, dev.id, ts, values)
-                    assert self.publisher is not None
-                    self.publisher.wake()
-                health.last_values, health.last_ts = values, ts
-                health.consecutive_failures = 0
-                if health.online is not True:
-                    health.online = True
-                    self._status(dev.id, "online")
-            next_at += dev.interval_s
-            if next_at < time.monotonic():  # overran: skip missed ticks rather than burst
-                missed = int((time.monotonic() - next_at) // dev.interval_s) + 1
-                next_at += missed * dev.interval_s
+                self._failed(dev, health, error)
+            tick += interval
+            late = time.time() - tick
+            if late > 0:  # overran: skip the ticks that passed rather than burst
+                skipped = math.floor(late / interval) + 1
+                health.missed += skipped
+                tick += skipped * interval
+
+    async def _read(
+        self,
+        dev: DeviceConfig,
+        reader: ModbusReader,
+        plan: list[Read],
+        profile: Profile,
+        deadline: float,
+    ) -> tuple[dict[str, float], str | None]:
+        error = ""
+        for attempt in range(dev.retries + 1):
+            try:
+                return profile.decode(await reader.read(dev.unit_id, plan)), None
+            except (ReadError, ValueError) as exc:
+                error = str(exc)
+            pause = random.uniform(0.05, 0.15) * 2**attempt  # noqa: S311
+            if attempt == dev.retries or time.time() + pause + dev.timeout_s > deadline:
+                break
+            await asyncio.sleep(pause)
+        return {}, error
+
+    def _succeeded(
+        self, dev: DeviceConfig, health: DeviceHealth, ts: int, values: dict[str, float]
+    ) -> None:
+        health.ok += 1
+        if values:
+            self.outbox.append(self.site.id, dev.id, ts, values)
+            assert self.publisher is not None
+            self.publisher.wake()
+        health.last_values, health.last_ts = values, ts
+        health.consecutive_failures = 0
+        if health.online is not True:
+            health.online = True
+            self._status(dev.id, "online")
 
     def _failed(self, dev: DeviceConfig, health: DeviceHealth, error: str) -> None:
         health.failures += 1
@@ -148,6 +192,48 @@ class EdgeAgent:
         body: dict[str, object] = {"state": state, "ts": now_ms()}
         if error:
             body["error"] = error
+        counters = self.profiles[device].counters() if device in self.profiles else {}
+        if counters:
+            # where each counter register wraps, so rules can tell a rollover from a reset
+            body["counters_max"] = counters
         self.publisher.client.publish(
             topics.status(self.site.id, device), orjson.dumps(body), qos=1, retain=True
         )
+
+    async def _health_loop(self, stop: asyncio.Event) -> None:
+        interval = self.edge.health_interval_s
+        tick = math.floor(time.time() / interval + 1) * interval
+        while not await _sleep_until(tick, stop):
+            self.report_health(int(tick * 1000))
+            tick = max(tick + interval, math.floor(time.time() / interval) * interval)
+
+    def report_health(self, ts: int) -> None:
+        """Append the agent's own figures as Samples: per device, and of the agent itself."""
+        for dev_id, h in self.health.items():
+            self.outbox.append(
+                self.site.id,
+                dev_id,
+                ts,
+                {
+                    "poll_ok_count": float(h.ok),
+                    "poll_failed_count": float(h.failures),
+                    "poll_missed_count": float(h.missed),
+                    "poll_duration_ms": round(h.last_duration_ms, 3),
+                },
+            )
+        oldest = self.outbox.oldest_ms()
+        online = sum(1 for h in self.health.values() if h.online)
+        self.outbox.append(
+            self.site.id,
+            self.edge.agent_id,
+            ts,
+            {
+                "outbox_depth_count": float(self.outbox.cached_depth),
+                "outbox_age_s": 0.0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000),
+                "outbox_dropped_count": float(self.outbox.dropped()),
+                "devices_online_count": float(online),
+                "devices_offline_count": float(len(self.health) - online),
+            },
+        )
+        if self.publisher is not None:
+            self.publisher.wake()

@@ -5,20 +5,64 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from collectors.profile import Profile, load_profile
 from telemetry.sample import Ident
 
 
 class TcpTransport(BaseModel):
-    """Modbus TCP to a device or gateway."""
+    """Modbus TCP to a device or gateway; `rtu-over-tcp`: a serial gateway passing RTU frames."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    type: Literal["tcp"] = "tcp"
+    type: Literal["tcp", "rtu-over-tcp"] = "tcp"
     host: str = Field(min_length=1)
     port: Annotated[int, Field(ge=1, le=65535)] = 502
+
+    @property
+    def key(self) -> str:
+        """Devices with the same key share one connection, one request at a time."""
+        return f"{self.type}://{self.host}:{self.port}"
+
+
+class SerialTransport(BaseModel):
+    """Modbus RTU on a serial line (RS-485 adapter)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["serial"]
+    device: str = Field(min_length=1, description="e.g. /dev/ttyUSB0")
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+    @property
+    def key(self) -> str:
+        """Every device on one serial line shares it."""
+        return f"serial://{self.device}"
+
+
+def _transport_type(v: object) -> str:
+    # Tags carry a space so config errors can leave them out of the YAML path they print.
+    kind = v.get("type") if isinstance(v, dict) else getattr(v, "type", None)
+    return "serial line" if kind == "serial" else "tcp socket"
+
+
+Transport = Annotated[
+    Annotated[TcpTransport, Tag("tcp socket")] | Annotated[SerialTransport, Tag("serial line")],
+    Discriminator(_transport_type),
+]
 
 
 class DeviceConfig(BaseModel):
@@ -28,10 +72,13 @@ class DeviceConfig(BaseModel):
 
     id: Ident
     profile: str = Field(description="a shipped profile name, or a path to a profile YAML file")
-    transport: TcpTransport
+    transport: Transport
     unit_id: Annotated[int, Field(ge=0, le=247)] = 1
+    # polls happen on the interval's boundaries (every 10 s at :00, :10, ...)
     interval_s: Annotated[float, Field(ge=0.1, le=86400)] = 5.0
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # further attempts within one poll, after a short jittered pause, if the tick has room
+    retries: Annotated[int, Field(ge=0, le=5)] = 1
 
     @field_validator("profile")
     @classmethod
@@ -57,6 +104,10 @@ class EdgeConfig(BaseModel):
     offline_after: Annotated[int, Field(ge=1)] = 3
     # Samples handed to the MQTT client and not yet acknowledged (bounds memory)
     publish_window: Annotated[int, Field(ge=1, le=10_000)] = 500
+    # the outbox keeps at most this many Samples; beyond it the oldest are dropped and counted
+    max_outbox_samples: Annotated[int, Field(ge=100)] = 5_000_000
+    # how often the agent reports its own health as Samples (0 turns it off)
+    health_interval_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

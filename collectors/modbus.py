@@ -1,79 +1,142 @@
-"""Modbus TCP reads with pymodbus' async client — read function codes only, by construction.
+"""Modbus reads with pymodbus' async clients — read function codes only, by construction.
 
-The client object never leaves this module, and the only requests this module can build are
-FC 3 (read holding registers) and FC 4 (read input registers).
+The client objects never leave this module, and the only requests it can build are FC 3 (read
+holding registers) and FC 4 (read input registers). One Reader per transport: every unit id
+behind a gateway or on a serial line shares its connection, one request at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerType
 
-from collectors.profile import Read
+from collectors.config import SerialTransport, TcpTransport
+from collectors.profile import Profile, Read
 
 log = logging.getLogger(__name__)
 
+# Reconnect backoff after a failed connect: jittered, doubling, capped.
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 60.0
+
 
 class ReadError(Exception):
-    """A device did not answer a read, or answered with an exception."""
+    """A device did not answer a read, answered with an exception, or could not be reached."""
 
 
-class ModbusTcpReader:
-    """One TCP connection to a device or gateway; requests go one at a time."""
+class ModbusReader:
+    """One connection (TCP socket or serial line) and the requests on it."""
 
-    def __init__(self, host: str, port: int, *, timeout_s: float) -> None:
-        self.host = host
-        self.port = port
+    def __init__(self, transport: TcpTransport | SerialTransport, *, timeout_s: float) -> None:
+        self.transport = transport
         self.timeout_s = timeout_s
-        # pymodbus' own reconnect loop would retry behind our back; we reconnect per poll.
-        self._client = AsyncModbusTcpClient(
-            host, port=port, timeout=timeout_s, retries=0, reconnect_delay=0
-        )
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        # pymodbus' own retry and reconnect loops would act behind our back: both off.
+        if isinstance(transport, SerialTransport):
+            self._client = AsyncModbusSerialClient(
+                transport.device,
+                framer=FramerType.RTU,
+                baudrate=transport.baudrate,
+                parity=transport.parity,
+                stopbits=transport.stopbits,
+                bytesize=transport.bytesize,
+                timeout=timeout_s,
+                retries=0,
+                reconnect_delay=0,
+            )
+        else:
+            self._client = AsyncModbusTcpClient(
+                transport.host,
+                port=transport.port,
+                framer=FramerType.RTU if transport.type == "rtu-over-tcp" else FramerType.SOCKET,
+                timeout=timeout_s,
+                retries=0,
+                reconnect_delay=0,
+            )
         self._lock = asyncio.Lock()
         self._readers: dict[int, Callable[..., Awaitable[Any]]] = {
             3: self._client.read_holding_registers,
             4: self._client.read_input_registers,
         }
+        self._backoff_s = 0.0
+        self._next_connect = 0.0
+        self.requests = 0
+
+    @property
+    def name(self) -> str:
+        """Where this reader connects."""
+        return self.transport.key
 
     async def read(self, unit_id: int, plan: list[Read]) -> list[tuple[Read, list[int]]]:
         """Execute a read plan against one unit id; all reads or a ReadError."""
         async with self._lock:
-            if not self._client.connected:
-                ok = await asyncio.wait_for(self._client.connect(), self.timeout_s * 2)
-                if not ok:
-                    raise ReadError(f"cannot connect to {self.host}:{self.port}")
+            await self._connect()
             out: list[tuple[Read, list[int]]] = []
             for r in plan:
-                try:
-                    rsp = await asyncio.wait_for(
-                        self._readers[r.function](r.address, count=r.count, device_id=unit_id),
-                        self.timeout_s * 2,
-                    )
-                except (ModbusException, TimeoutError, OSError) as exc:
-                    self._client.close()
-                    raise ReadError(
-                        f"{self.host}:{self.port} unit {unit_id}: {r!r} failed: "
-                        f"{exc or type(exc).__name__}"
-                    ) from None
-                if rsp.isError():
-                    raise ReadError(
-                        f"{self.host}:{self.port} unit {unit_id}: {r!r} answered "
-                        f"exception code {getattr(rsp, 'exception_code', '?')}"
-                    )
-                words = list(rsp.registers)
-                if len(words) != r.count:
-                    raise ReadError(
-                        f"{self.host}:{self.port} unit {unit_id}: {r!r} returned "
-                        f"{len(words)} registers"
-                    )
-                out.append((r, words))
+                out.append((r, await self._one(unit_id, r)))
             return out
+
+    async def _connect(self) -> None:
+        if self._client.connected:
+            return
+        now = time.monotonic()
+        if now < self._next_connect:
+            raise ReadError(
+                f"{self.name}: not connected; next attempt in {self._next_connect - now:.1f} s"
+            )
+        try:
+            ok = await asyncio.wait_for(self._client.connect(), self.timeout_s * 2)
+        except (TimeoutError, OSError):
+            ok = False
+        if not ok:
+            self._client.close()
+            self._backoff_s = min(BACKOFF_MAX_S, max(BACKOFF_MIN_S, self._backoff_s * 2))
+            self._next_connect = now + self._backoff_s * random.uniform(0.5, 1.0)  # noqa: S311
+            raise ReadError(f"cannot connect to {self.name}")
+        self._backoff_s = 0.0
+
+    async def _one(self, unit_id: int, r: Read) -> list[int]:
+        self.requests += 1
+        try:
+            rsp = await asyncio.wait_for(
+                self._readers[r.function](r.address, count=r.count, device_id=unit_id),
+                self.timeout_s * 2,
+            )
+        except (ModbusException, TimeoutError, OSError) as exc:
+            # a timeout may leave a late answer in the pipe: start the next request clean
+            self._client.close()
+            raise ReadError(
+                f"{self.name} unit {unit_id}: {r!r} failed: {exc or type(exc).__name__}"
+            ) from None
+        if rsp.isError():
+            raise ReadError(
+                f"{self.name} unit {unit_id}: {r!r} answered exception code "
+                f"{getattr(rsp, 'exception_code', '?')}"
+            )
+        words = list(getattr(rsp, "registers", []))
+        if len(words) != r.count:
+            raise ReadError(f"{self.name} unit {unit_id}: {r!r} returned {len(words)} registers")
+        return words
 
     def close(self) -> None:
         """Drop the connection."""
         self._client.close()
+
+
+async def read_once(
+    transport: TcpTransport | SerialTransport, unit_id: int, profile: Profile, timeout_s: float
+) -> dict[str, float]:
+    """Read a device once with its profile (for `lingtan poll`)."""
+    reader = ModbusReader(transport, timeout_s=timeout_s)
+    try:
+        return profile.decode(await reader.read(unit_id, profile.plan()))
+    finally:
+        reader.close()

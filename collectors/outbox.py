@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
 from telemetry import topics
 from telemetry.sample import Quality, Sample, encode
 from telemetry.timeutil import now_ms
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -17,6 +20,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     created_ms INTEGER NOT NULL
 );
+-- counters that must survive restarts (samples dropped by the size bound)
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- seq survives restarts and outbox deletion: the last seq handed out per device.
 CREATE TABLE IF NOT EXISTS seq (
     site TEXT NOT NULL,
@@ -28,9 +33,15 @@ CREATE TABLE IF NOT EXISTS seq (
 
 
 class Outbox:
-    """SQLite (WAL, synchronous=FULL) queue of encoded Samples, in append order."""
+    """SQLite (WAL, synchronous=FULL) queue of encoded Samples, in append order.
 
-    def __init__(self, path: Path) -> None:
+    Bounded by `max_samples`: when full, the oldest Samples are dropped, counted (persistently)
+    and logged as errors. Losing the oldest keeps the newest readings flowing after an outage
+    longer than the box was sized for.
+    """
+
+    def __init__(self, path: Path, *, max_samples: int = 5_000_000) -> None:
+        self.max_samples = max_samples
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
@@ -38,6 +49,7 @@ class Outbox:
         # FULL: a committed Sample survives a power cut, not only a process crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._depth = self.depth()
 
     def append(
         self,
@@ -65,7 +77,32 @@ class Outbox:
                 "INSERT INTO outbox(device, topic, payload, created_ms) VALUES (?, ?, ?, ?)",
                 (device, topics.sample(site, device), encode(sample), now_ms()),
             )
+            self._depth += 1
+            if self._depth > self.max_samples:
+                self._drop_oldest(self._depth - self.max_samples)
         return sample
+
+    def _drop_oldest(self, n: int) -> None:
+        self._db.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)", (n,)
+        )
+        self._db.execute(
+            "INSERT INTO meta VALUES ('dropped', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            (n,),
+        )
+        self._depth -= n
+        log.error(
+            "outbox full (%d Samples): dropped the %d oldest; %d dropped since install",
+            self.max_samples,
+            n,
+            self.dropped(),
+        )
+
+    def dropped(self) -> int:
+        """Samples dropped by the size bound, ever (it survives restarts)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()
+        return 0 if row is None else int(row[0])
 
     def pending(self, after_id: int, limit: int) -> list[tuple[int, str, bytes]]:
         """Rows not yet handed out, oldest first."""
@@ -77,11 +114,17 @@ class Outbox:
     def delete(self, ids: list[int]) -> None:
         """Forget rows the broker acknowledged."""
         with self._tx():
-            self._db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+            cur = self._db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+            self._depth -= cur.rowcount
 
     def depth(self) -> int:
         """Samples waiting for a PUBACK."""
         return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    @property
+    def cached_depth(self) -> int:
+        """depth() without a query (kept in step with appends, deletes and drops)."""
+        return self._depth
 
     def oldest_ms(self) -> int | None:
         """Creation time of the oldest waiting Sample."""

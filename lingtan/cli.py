@@ -42,8 +42,10 @@ def main(
         handlers=[RichHandler(console=err, show_path=False)],
     )
     # pymodbus and amqtt narrate every connection at INFO
-    for name in ("pymodbus", "amqtt", "transitions"):
+    for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # pymodbus warns of every failed connect; our own errors say it once, with the device
+    logging.getLogger("pymodbus").setLevel(max(logging.ERROR, logging.getLogger().level))
 
 
 def _load(path: Path) -> LoadedConfig:
@@ -81,42 +83,96 @@ def check_config(config: ConfigOpt) -> None:
 
 
 @app.command()
-def poll(
-    config: ConfigOpt, device: Annotated[str, typer.Option("--device", "-d", help="device id")]
+def poll(  # noqa: PLR0917 - typer maps each parameter to an option
+    config: Annotated[Path | None, typer.Option("-c", "--config", help="site config YAML")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", "-d", help="device id in the config")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="profile name or YAML path (no config)")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Modbus TCP host or gateway")] = None,
+    port: Annotated[int, typer.Option(help="TCP port")] = 502,
+    rtu_over_tcp: Annotated[bool, typer.Option(help="the gateway passes RTU frames")] = False,
+    serial: Annotated[str | None, typer.Option(help="serial device for Modbus RTU")] = None,
+    baud: Annotated[int, typer.Option(help="serial baud rate")] = 9600,
+    parity: Annotated[str, typer.Option(help="serial parity: N, E or O")] = "N",
+    unit: Annotated[int, typer.Option(help="Modbus unit id")] = 1,
+    timeout: Annotated[float, typer.Option(help="seconds per request")] = 2.0,
 ) -> None:
-    """Read one device once and print its decoded values as JSON."""
-    from collectors.config import device_profile
-    from collectors.modbus import ModbusTcpReader, ReadError
+    """Read one device once and print its decoded values as JSON.
+
+    Either a device of a site config (-c, --device), or a meter on the spot with no config
+    (--profile with --host, or with --serial).
+    """
+    from pydantic import ValidationError
+
+    from collectors.config import DeviceConfig, SerialTransport, TcpTransport, device_profile
+    from collectors.modbus import ReadError, read_once
+    from collectors.profile import load_profile
     from telemetry.timeutil import now_ms
 
-    loaded = _load(config)
+    site = None
     try:
-        dev = loaded.config.edge.device(device)
-    except ValueError as exc:
-        err.print(f"[red]{exc}[/]")
+        if config is not None:
+            if device is None:
+                raise ValueError("--device is required with --config")
+            loaded = _load(config)
+            site = loaded.config.site.id
+            dev = loaded.config.edge.device(device)
+            prof = device_profile(dev, loaded.base_dir)
+        else:
+            if profile is None or (host is None) == (serial is None):
+                raise ValueError(
+                    "give -c/--config with --device, or --profile with exactly one of --host "
+                    "or --serial"
+                )
+            transport: TcpTransport | SerialTransport = (
+                TcpTransport(type="rtu-over-tcp" if rtu_over_tcp else "tcp", host=host, port=port)
+                if host is not None
+                else SerialTransport.model_validate(
+                    {"type": "serial", "device": serial, "baudrate": baud, "parity": parity}
+                )
+            )
+            prof = load_profile(profile)
+            dev = DeviceConfig(
+                id=device or prof.name,
+                profile=profile,
+                transport=transport,
+                unit_id=unit,
+                timeout_s=timeout,
+            )
+    except (ValueError, ValidationError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    profile = device_profile(dev, loaded.base_dir)
-
-    async def once() -> dict[str, float]:
-        reader = ModbusTcpReader(dev.transport.host, dev.transport.port, timeout_s=dev.timeout_s)
-        try:
-            return profile.decode(await reader.read(dev.unit_id, profile.plan()))
-        finally:
-            reader.close()
-
     try:
-        values = asyncio.run(once())
+        values = asyncio.run(read_once(dev.transport, dev.unit_id, prof, dev.timeout_s))
     except ReadError as exc:
-        err.print(f"[red]read failed[/]: {exc}")
+        typer.echo(f"read failed: {exc}", err=True)
         raise typer.Exit(1) from None
-    body = {
-        "site": loaded.config.site.id,
+    body: dict[str, object] = {
         "device": dev.id,
-        "profile": profile.name,
+        "profile": prof.name,
         "ts": now_ms(),
         "values": values,
     }
+    if site is not None:
+        body = {"site": site, **body}
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command()
+def profiles() -> None:
+    """List the device profiles shipped with lingtan."""
+    from rich.table import Table
+
+    from collectors.profile import builtin_profiles, load_profile
+
+    table = Table("profile", "manufacturer", "model", "values", "source", box=None)
+    for name in builtin_profiles():
+        p = load_profile(name)
+        table.add_row(name, p.manufacturer, p.model, str(len(p.registers)), p.source)
+    Console().print(table)
 
 
 @app.command()

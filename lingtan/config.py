@@ -84,7 +84,8 @@ def parse(text: str, path: Path) -> LoadedConfig:
 
 
 def _describe(err: Any, root: yaml.Node | None) -> str:
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]  # drop union tags
+    # drop union tags ("function-after[...]", "tcp socket"): they are not keys in the YAML
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or " " in p))]
     ypath = ""
     for p in loc:
         ypath += f"[{p}]" if isinstance(p, int) else (f".{p}" if ypath else str(p))

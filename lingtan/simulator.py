@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
@@ -100,7 +101,9 @@ class SimulatedMeter:
         *,
         unit_id: int = 1,
         clock: Callable[[], float] = time.time,
+        rtu_over_tcp: bool = False,
     ) -> None:
+        self.framer = FramerType.RTU if rtu_over_tcp else FramerType.SOCKET
         self.profile = profile
         self.source = source
         self.unit_id = unit_id
@@ -119,7 +122,9 @@ class SimulatedMeter:
             simdata=SimData(address=0, count=self._size, values=0, datatype=SimType.REGISTERS),
             action=self._action,
         )
-        self._server = ModbusTcpServer(device, address=(host, port), trace_pdu=self._trace)
+        self._server = ModbusTcpServer(
+            device, address=(host, port), trace_pdu=self._trace, framer=self.framer
+        )
         await self._server.serve_forever(background=True)
         sockets = getattr(self._server.transport, "sockets", None) or []
         self.port = int(sockets[0].getsockname()[1])

@@ -25,6 +25,9 @@ _UNIT_SUFFIX = {
     "degC": "c",
     "kPa": "kpa",
     "kgCO2e": "kgco2e",
+    "count": "count",
+    "s": "s",
+    "ms": "ms",
 }
 
 QuantityName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")]

@@ -17,6 +17,7 @@ from lingtan.simulator import FactoryLoad, SimulatedMeter
 from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.sample import decode
 from tests import servers
+from tests.collectors.misbehaving import BadDevice
 from tests.mqtt_helpers import collect
 
 pytestmark = pytest.mark.integration
@@ -97,3 +98,75 @@ async def test_a_dead_device_does_not_stop_the_others(tmp_path: Path, broker: Br
     assert states["m1"] == ["offline"]
     assert states["e1"][0] == "online"
     assert states["e1"][-1] == "offline"
+
+
+async def test_healthy_devices_keep_their_clock_beside_dead_hung_and_garbage_ones(
+        tmp_path: Path, broker: BrokerConfig) -> None:
+    meters = [SimulatedMeter(load_profile("eastron-sdm630"), FactoryLoad(seed=i))
+              for i in range(4)]
+    healthy = [await m.start() for m in meters]
+    hang, garbage = BadDevice("hang"), BadDevice("garbage")
+    bad_ports = [await hang.start(), await garbage.start(), servers.free_port()]
+    edge = _edge(tmp_path, healthy + bad_ports)
+    edge = edge.model_copy(update={"devices": [
+        d.model_copy(update={"timeout_s": 0.4}) for d in edge.devices]})
+    agent = EdgeAgent(SITE, broker, edge)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await asyncio.sleep(3.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        for m in meters:
+            await m.stop()
+        await hang.stop()
+        await garbage.stop()
+    good = [agent.health[f"m{i}"] for i in range(4)]
+    bad = [agent.health[f"m{i}"] for i in range(4, 7)]
+    print("healthy polls/missed/max jitter ms:",
+          [(h.polls, h.missed, round(h.max_jitter_ms, 1)) for h in good])
+    for h in good:
+        # 3 s at 0.2 s: about 15 polls, none missed, none failed, each within its tick
+        assert h.polls >= 12
+        assert (h.failures, h.missed) == (0, 0)
+        assert h.max_jitter_ms < 200
+    for h in bad:
+        assert h.ok == 0
+        assert h.failures >= 1
+        assert h.online is False
+
+
+async def test_polls_are_aligned_and_health_is_reported_as_samples(
+        tmp_path: Path, broker: BrokerConfig) -> None:
+    meter = SimulatedMeter(load_profile("eastron-sdm630"), FactoryLoad())
+    port = await meter.start()
+    edge = _edge(tmp_path, [port]).model_copy(update={"health_interval_s": 0.5})
+    agent = EdgeAgent(SITE, broker, edge)
+    stop = asyncio.Event()
+    with collect(broker, "lingtan/v1/s1/+/sample") as got:
+        task = asyncio.create_task(agent.run(stop))
+        try:
+            await _until(lambda: sum(1 for p in got.payloads()
+                                     if decode(p)[0].device == "e1") >= 2, 20,
+                         "two health reports")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await meter.stop()
+        samples = [s for p in got.payloads() for s in decode(p)]
+    readings = [s for s in samples if s.device == "m0" and "active_power_kw" in s.values]
+    # the read happens on the 200 ms boundary (a few ms after it), never between two
+    assert readings
+    assert all(s.ts % 200 < 100 for s in readings), [s.ts % 200 for s in readings]
+    agent_reports = [s for s in samples if s.device == "e1"]
+    assert set(agent_reports[-1].values) == {
+        "outbox_depth_count", "outbox_age_s", "outbox_dropped_count", "devices_online_count",
+        "devices_offline_count"}
+    assert agent_reports[-1].values["devices_online_count"] == 1.0
+    device_reports = [s for s in samples if s.device == "m0" and "poll_ok_count" in s.values]
+    assert device_reports[-1].values["poll_ok_count"] >= 1
+    assert device_reports[-1].values["poll_failed_count"] == 0
+    # seq stays one sequence per device, readings and health reports alike
+    seqs = [s.seq for s in samples if s.device == "m0"]
+    assert seqs == list(range(len(seqs)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from collectors.outbox import Outbox
 from telemetry.sample import decode
 
@@ -33,3 +35,20 @@ def test_pending_keeps_append_order_and_topic(tmp_path: Path) -> None:
     box.delete([rows[0][0]])
     assert box.depth() == 4
     assert box.oldest_ms() is not None
+
+
+def test_a_full_outbox_drops_the_oldest_counts_it_and_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    box = Outbox(tmp_path / "o.sqlite", max_samples=3)
+    for i in range(5):
+        box.append("s", "a", 1000 + i, {"active_power_kw": float(i)})
+    assert box.depth() == box.cached_depth == 3
+    kept = [decode(p)[0].seq for _, _, p in box.pending(0, 10)]
+    assert kept == [2, 3, 4]
+    assert box.dropped() == 2
+    assert "dropped the 1 oldest" in caplog.text
+    box.close()
+    # the count survives a restart; seq carries on
+    box = Outbox(tmp_path / "o.sqlite", max_samples=3)
+    assert box.dropped() == 2
+    assert box.append("s", "a", 2000, {"active_power_kw": 9.0}).seq == 5
