@@ -147,3 +147,29 @@ async def test_lingtan_poll_without_a_config() -> None:
     body = json.loads(out)
     assert (body["device"], body["values"]) == ("eastron-sdm630", READINGS)
     assert isinstance(body["ts"], int)
+
+
+async def test_rtu_over_a_serial_line() -> None:
+    from pymodbus.server import ModbusSerialServer
+    from pymodbus.simulator import DataType as SimType
+    from pymodbus.simulator import SimData, SimDevice
+
+    from collectors.codec import Order, encode_number
+    from collectors.config import SerialTransport
+    from tests.collectors.ptypair import PtyPair
+
+    profile = load_profile("eastron-sdm630")
+    image = [0] * 76
+    for r in profile.registers:
+        image[r.address:r.address + 2] = encode_number(READINGS[r.quantity] / r.scale,
+                                                       r.type, Order.ABCD)
+    with PtyPair() as line:
+        server = ModbusSerialServer(
+            SimDevice(id=5, simdata=SimData(address=0, values=image, datatype=SimType.REGISTERS)),
+            port=line.a, baudrate=19200)
+        await server.serve_forever(background=True)
+        try:
+            t = SerialTransport(type="serial", device=line.b, baudrate=19200)
+            assert await read_once(t, 5, profile, 2) == READINGS
+        finally:
+            await server.shutdown()  # type: ignore[no-untyped-call]
