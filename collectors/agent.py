@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 
 from collectors.config import DeviceConfig, EdgeConfig, device_profile
-from collectors.modbus import ModbusReader, ReadError
+from collectors.modbus import ModbusReader, ReadError, resolve
 from collectors.outbox import Outbox
-from collectors.profile import Profile, Read
+from collectors.profile import AnyProfile, Profile
 from collectors.publisher import OutboxPublisher
 from telemetry import topics
 from telemetry.config import BrokerConfig, SiteInfo
@@ -77,8 +77,12 @@ class EdgeAgent:
         )
         self.outbox = Outbox(state_dir / "outbox.sqlite", max_samples=edge.max_outbox_samples)
         self.health: dict[str, DeviceHealth] = {d.id: DeviceHealth() for d in edge.devices}
-        self.profiles: dict[str, Profile] = {
+        self.profiles: dict[str, AnyProfile] = {
             d.id: device_profile(d, base_dir) for d in edge.devices
+        }
+        # the register map each device is polled with (discovered, for SunSpec devices)
+        self.maps: dict[str, Profile] = {
+            i: p for i, p in self.profiles.items() if isinstance(p, Profile)
         }
         self._readers: dict[str, ModbusReader] = {}
         self.publisher: OutboxPublisher | None = None
@@ -120,8 +124,6 @@ class EdgeAgent:
         return self._readers[key]
 
     async def _poll_loop(self, dev: DeviceConfig, stop: asyncio.Event) -> None:
-        profile = self.profiles[dev.id]
-        plan = profile.plan()
         reader = self._reader(dev)
         health = self.health[dev.id]
         interval = dev.interval_s
@@ -131,7 +133,7 @@ class EdgeAgent:
             health.last_jitter_ms = (started - tick) * 1000
             health.max_jitter_ms = max(health.max_jitter_ms, health.last_jitter_ms)
             health.polls += 1
-            values, error = await self._read(dev, reader, plan, profile, tick + interval)
+            values, error = await self._read(dev, reader, tick + interval)
             health.last_duration_ms = (time.time() - started) * 1000
             if error is None:
                 self._succeeded(dev, health, int(started * 1000), values)
@@ -145,17 +147,17 @@ class EdgeAgent:
                 tick += skipped * interval
 
     async def _read(
-        self,
-        dev: DeviceConfig,
-        reader: ModbusReader,
-        plan: list[Read],
-        profile: Profile,
-        deadline: float,
+        self, dev: DeviceConfig, reader: ModbusReader, deadline: float
     ) -> tuple[dict[str, float], str | None]:
         error = ""
         for attempt in range(dev.retries + 1):
             try:
-                return profile.decode(await reader.read(dev.unit_id, plan)), None
+                fixed = self.maps.get(dev.id)
+                if fixed is None:
+                    fixed = self.maps[dev.id] = await resolve(
+                        reader, dev.unit_id, self.profiles[dev.id]
+                    )
+                return fixed.decode(await reader.read(dev.unit_id, fixed.plan())), None
             except (ReadError, ValueError) as exc:
                 error = str(exc)
             pause = random.uniform(0.05, 0.15) * 2**attempt  # noqa: S311
@@ -183,16 +185,19 @@ class EdgeAgent:
         health.consecutive_failures += 1
         health.last_error = error
         log.warning("poll %s failed (%d in a row): %s", dev.id, health.consecutive_failures, error)
-        if health.consecutive_failures >= self.edge.offline_after and health.online is not False:
-            health.online = False
-            self._status(dev.id, "offline", error)
+        if health.consecutive_failures >= self.edge.offline_after:
+            if not isinstance(self.profiles[dev.id], Profile):
+                self.maps.pop(dev.id, None)  # rediscover: the device may have been replaced
+            if health.online is not False:
+                health.online = False
+                self._status(dev.id, "offline", error)
 
     def _status(self, device: str, state: str, error: str = "") -> None:
         assert self.publisher is not None
         body: dict[str, object] = {"state": state, "ts": now_ms()}
         if error:
             body["error"] = error
-        counters = self.profiles[device].counters() if device in self.profiles else {}
+        counters = self.maps[device].counters() if device in self.maps else {}
         if counters:
             # where each counter register wraps, so rules can tell a rollover from a reset
             body["counters_max"] = counters

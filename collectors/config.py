@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from collectors.profile import Profile, load_profile
+from collectors.profile import AnyProfile, load_profile
 from telemetry.sample import Ident
 
 
@@ -130,6 +130,6 @@ class EdgeConfig(BaseModel):
         )
 
 
-def device_profile(device: DeviceConfig, base_dir: Path | None) -> Profile:
+def device_profile(device: DeviceConfig, base_dir: Path | None) -> AnyProfile:
     """The profile a device config names."""
     return load_profile(device.profile, base=base_dir)

@@ -19,7 +19,8 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
 from collectors.config import SerialTransport, TcpTransport
-from collectors.profile import Profile, Read
+from collectors.profile import AnyProfile, Profile, Read
+from collectors.sunspec import discover
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +132,34 @@ class ModbusReader:
         self._client.close()
 
 
+async def resolve(reader: ModbusReader, unit_id: int, profile: AnyProfile) -> Profile:
+    """The register map to poll: the profile's own, or the one discovered on a SunSpec device."""
+    if isinstance(profile, Profile):
+        return profile
+    try:
+        found = await discover(lambda plan: reader.read(unit_id, plan), profile)
+    except LookupError as exc:
+        raise ReadError(f"{reader.name} unit {unit_id}: {exc}") from None
+    log.info(
+        "%s unit %d: SunSpec at %d, models %s (%s %s, serial %s)",
+        reader.name,
+        unit_id,
+        found.base,
+        [m.id for m in found.models],
+        found.manufacturer,
+        found.model,
+        found.serial,
+    )
+    return found.profile
+
+
 async def read_once(
-    transport: TcpTransport | SerialTransport, unit_id: int, profile: Profile, timeout_s: float
+    transport: TcpTransport | SerialTransport, unit_id: int, profile: AnyProfile, timeout_s: float
 ) -> dict[str, float]:
     """Read a device once with its profile (for `lingtan poll`)."""
     reader = ModbusReader(transport, timeout_s=timeout_s)
     try:
-        return profile.decode(await reader.read(unit_id, profile.plan()))
+        fixed = await resolve(reader, unit_id, profile)
+        return fixed.decode(await reader.read(unit_id, fixed.plan()))
     finally:
         reader.close()

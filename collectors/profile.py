@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,6 +25,9 @@ from collectors.codec import (
     width,
 )
 from telemetry.quantities import QuantityKind, vocabulary
+
+if TYPE_CHECKING:
+    from collectors.sunspec import SunSpecProfile
 
 # Modbus allows at most 125 registers in one read (FC 3/4).
 MAX_READ_REGISTERS = 125
@@ -165,6 +168,11 @@ class Profile(BaseModel):
     def plan(self) -> list[Read]:
         """Coalesce registers into the fewest reads: per function code, within the read size
         limit, across at most `max_gap` unmapped registers."""
+        return self.reads
+
+    @cached_property
+    def reads(self) -> list[Read]:
+        """The read plan, computed once per profile."""
         reads: list[Read] = []
         for f in sorted(self._fields(), key=lambda f: (f.function, f.address)):
             last = reads[-1] if reads else None
@@ -235,17 +243,24 @@ def _label(f: Register | ScaleFactor) -> str:
     return f"scale factor {f.name!r}" if isinstance(f, ScaleFactor) else f"{f.quantity!r}"
 
 
+AnyProfile: TypeAlias = "Profile | SunSpecProfile"
+
+
 class ProfileError(ValueError):
     """A profile that cannot be used; the message names the file and the entry."""
 
 
-def parse_profile(text: str, where: str) -> Profile:
+def parse_profile(text: str, where: str) -> AnyProfile:
     """Validate profile YAML; errors name `where` and the path inside the file."""
+    from collectors.sunspec import SunSpecProfile
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ProfileError(f"{where}: not valid YAML: {exc}") from None
     try:
+        if isinstance(data, dict) and data.get("discovery") == "sunspec":
+            return SunSpecProfile.model_validate(data)
         return Profile.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -254,7 +269,7 @@ def parse_profile(text: str, where: str) -> Profile:
         raise ProfileError(f"{where}: {loc}: {msg}") from None
 
 
-def load_profile(name_or_path: str, *, base: Path | None = None) -> Profile:
+def load_profile(name_or_path: str, *, base: Path | None = None) -> AnyProfile:
     """Load a profile shipped with lingtan (by name) or from a YAML file (by path)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
@@ -265,13 +280,21 @@ def load_profile(name_or_path: str, *, base: Path | None = None) -> Profile:
 
 
 @cache
-def _builtin(name: str) -> Profile:
+def _builtin(name: str) -> AnyProfile:
     entry = resources.files("collectors").joinpath("profiles").joinpath(f"{name}.yaml")
     if not entry.is_file():
         raise ProfileError(
             f"no profile named {name!r} (shipped profiles: {', '.join(builtin_profiles())})"
         )
     return parse_profile(entry.read_text("utf-8"), f"collectors/profiles/{name}.yaml")
+
+
+def register_map(name_or_path: str, *, base: Path | None = None) -> Profile:
+    """A profile with a fixed register map (not one discovered on the device)."""
+    p = load_profile(name_or_path, base=base)
+    if not isinstance(p, Profile):
+        raise ProfileError(f"{name_or_path!r} is discovered on the device; it has no fixed map")
+    return p
 
 
 def builtin_profiles() -> list[str]:

@@ -166,12 +166,13 @@ def profiles() -> None:
     """List the device profiles shipped with lingtan."""
     from rich.table import Table
 
-    from collectors.profile import builtin_profiles, load_profile
+    from collectors.profile import Profile, builtin_profiles, load_profile
 
     table = Table("profile", "manufacturer", "model", "values", "source", box=None)
     for name in builtin_profiles():
         p = load_profile(name)
-        table.add_row(name, p.manufacturer, p.model, str(len(p.registers)), p.source)
+        values = str(len(p.registers)) if isinstance(p, Profile) else "discovered"
+        table.add_row(name, p.manufacturer, p.model, values, p.source)
     Console().print(table)
 
 

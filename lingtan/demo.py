@@ -14,7 +14,7 @@ from rich.live import Live
 
 from collectors.agent import EdgeAgent
 from collectors.config import DeviceConfig, EdgeConfig, TcpTransport
-from collectors.profile import load_profile
+from collectors.profile import register_map
 from ingest.config import IngestConfig, SqliteConfig
 from ingest.service import IngestService
 from ingest.sqlite_store import SqliteStore
@@ -99,7 +99,7 @@ async def run_demo(
 ) -> Figures:
     """Run the whole path until `duration` seconds pass or the task is cancelled."""
     state = state_dir or Path(tempfile.mkdtemp(prefix="lingtan-demo-"))
-    meter = SimulatedMeter(load_profile(PROFILE), FactoryLoad(timezone=DEMO_SITE.timezone))
+    meter = SimulatedMeter(register_map(PROFILE), FactoryLoad(timezone=DEMO_SITE.timezone))
     meter_port = await meter.start()
     embedded = None
     if broker_url is None:

@@ -12,7 +12,7 @@ import pytest
 from collectors.agent import EdgeAgent
 from collectors.config import DeviceConfig, EdgeConfig, TcpTransport
 from collectors.outbox import Outbox
-from collectors.profile import load_profile
+from collectors.profile import register_map
 from lingtan.simulator import FactoryLoad, SimulatedMeter
 from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.sample import decode
@@ -42,7 +42,7 @@ async def _until(pred: object, limit_s: float, what: str) -> None:
 
 async def test_samples_polled_while_the_broker_is_down_are_delivered_in_order(
         tmp_path: Path) -> None:
-    meters = [SimulatedMeter(load_profile("eastron-sdm630"), FactoryLoad(seed=i))
+    meters = [SimulatedMeter(register_map("eastron-sdm630"), FactoryLoad(seed=i))
               for i in range(2)]
     ports = [await m.start() for m in meters]
     mqtt_port = servers.free_port()
@@ -74,7 +74,7 @@ async def test_samples_polled_while_the_broker_is_down_are_delivered_in_order(
 
 
 async def test_a_dead_device_does_not_stop_the_others(tmp_path: Path, broker: BrokerConfig) -> None:
-    meter = SimulatedMeter(load_profile("eastron-sdm630"), FactoryLoad())
+    meter = SimulatedMeter(register_map("eastron-sdm630"), FactoryLoad())
     port = await meter.start()
     agent = EdgeAgent(SITE, broker, _edge(tmp_path, [port, servers.free_port()]))
     stop = asyncio.Event()
@@ -102,7 +102,7 @@ async def test_a_dead_device_does_not_stop_the_others(tmp_path: Path, broker: Br
 
 async def test_healthy_devices_keep_their_clock_beside_dead_hung_and_garbage_ones(
         tmp_path: Path, broker: BrokerConfig) -> None:
-    meters = [SimulatedMeter(load_profile("eastron-sdm630"), FactoryLoad(seed=i))
+    meters = [SimulatedMeter(register_map("eastron-sdm630"), FactoryLoad(seed=i))
               for i in range(4)]
     healthy = [await m.start() for m in meters]
     hang, garbage = BadDevice("hang"), BadDevice("garbage")
@@ -139,7 +139,7 @@ async def test_healthy_devices_keep_their_clock_beside_dead_hung_and_garbage_one
 
 async def test_polls_are_aligned_and_health_is_reported_as_samples(
         tmp_path: Path, broker: BrokerConfig) -> None:
-    meter = SimulatedMeter(load_profile("eastron-sdm630"), FactoryLoad())
+    meter = SimulatedMeter(register_map("eastron-sdm630"), FactoryLoad())
     port = await meter.start()
     edge = _edge(tmp_path, [port]).model_copy(update={"health_interval_s": 0.5})
     agent = EdgeAgent(SITE, broker, edge)

@@ -13,7 +13,7 @@ import pytest
 
 from collectors.config import TcpTransport
 from collectors.modbus import ModbusReader, ReadError, read_once
-from collectors.profile import load_profile
+from collectors.profile import register_map
 from lingtan.simulator import SimulatedMeter
 from tests.collectors.misbehaving import BadDevice
 from tests.servers import free_port
@@ -26,7 +26,7 @@ READINGS = {"active_power_kw": 812.5, "power_factor": 0.96, "frequency_hz": 50.0
 
 
 async def test_poll_decodes_what_the_meter_serves() -> None:
-    profile = load_profile("eastron-sdm630")
+    profile = register_map("eastron-sdm630")
     meter = SimulatedMeter(profile, lambda _t: dict(READINGS))
     port = await meter.start()
     reader = ModbusReader(TcpTransport(host="127.0.0.1", port=port), timeout_s=2)
@@ -42,7 +42,7 @@ async def test_poll_decodes_what_the_meter_serves() -> None:
 
 
 async def test_collectors_send_only_read_function_codes() -> None:
-    profile = load_profile("eastron-sdm630")
+    profile = register_map("eastron-sdm630")
     meter = SimulatedMeter(profile, lambda _t: dict(READINGS))
     port = await meter.start()
     reader = ModbusReader(TcpTransport(host="127.0.0.1", port=port), timeout_s=2)
@@ -57,7 +57,7 @@ async def test_collectors_send_only_read_function_codes() -> None:
 
 
 async def test_a_dead_device_is_a_read_error_not_a_hang() -> None:
-    profile = load_profile("eastron-sdm630")
+    profile = register_map("eastron-sdm630")
     reader = ModbusReader(TcpTransport(host="127.0.0.1", port=free_port()), timeout_s=0.5)
     with pytest.raises(ReadError, match=r"cannot connect to tcp://127.0.0.1:\d+"):
         await asyncio.wait_for(reader.read(1, profile.plan()), 5)
@@ -68,7 +68,7 @@ async def test_a_dead_device_is_a_read_error_not_a_hang() -> None:
 
 
 async def test_lingtan_poll_prints_decoded_values(tmp_path: Path) -> None:
-    meter = SimulatedMeter(load_profile("eastron-sdm630"), lambda _t: dict(READINGS))
+    meter = SimulatedMeter(register_map("eastron-sdm630"), lambda _t: dict(READINGS))
     port = await meter.start()
     cfg = tmp_path / "site.yaml"
     cfg.write_text(f"""
@@ -93,7 +93,7 @@ edge:
 
 
 async def test_rtu_over_tcp_gateway() -> None:
-    profile = load_profile("eastron-sdm630")
+    profile = register_map("eastron-sdm630")
     meter = SimulatedMeter(profile, lambda _t: dict(READINGS), unit_id=7, rtu_over_tcp=True)
     port = await meter.start()
     try:
@@ -110,7 +110,7 @@ async def test_hanging_and_garbage_devices_are_read_errors(mode: str, expected: 
     reader = ModbusReader(TcpTransport(host="127.0.0.1", port=port), timeout_s=0.3)
     try:
         with pytest.raises(ReadError, match=expected):
-            await asyncio.wait_for(reader.read(1, load_profile("eastron-sdm630").plan()), 5)
+            await asyncio.wait_for(reader.read(1, register_map("eastron-sdm630").plan()), 5)
     finally:
         reader.close()
         await bad.stop()
@@ -118,7 +118,7 @@ async def test_hanging_and_garbage_devices_are_read_errors(mode: str, expected: 
 
 
 async def test_an_exception_answer_is_a_read_error() -> None:
-    profile = load_profile("eastron-sdm630")
+    profile = register_map("eastron-sdm630")
     meter = SimulatedMeter(profile, lambda _t: dict(READINGS))
     port = await meter.start()
     reader = ModbusReader(TcpTransport(host="127.0.0.1", port=port), timeout_s=1)
@@ -133,7 +133,7 @@ async def test_an_exception_answer_is_a_read_error() -> None:
 
 
 async def test_lingtan_poll_without_a_config() -> None:
-    meter = SimulatedMeter(load_profile("eastron-sdm630"), lambda _t: dict(READINGS), unit_id=3)
+    meter = SimulatedMeter(register_map("eastron-sdm630"), lambda _t: dict(READINGS), unit_id=3)
     port = await meter.start()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -158,7 +158,7 @@ async def test_rtu_over_a_serial_line() -> None:
     from collectors.config import SerialTransport
     from tests.collectors.ptypair import PtyPair
 
-    profile = load_profile("eastron-sdm630")
+    profile = register_map("eastron-sdm630")
     image = [0] * 76
     for r in profile.registers:
         image[r.address:r.address + 2] = encode_number(READINGS[r.quantity] / r.scale,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.profile import load_profile
+from collectors.profile import register_map
 from ingest.sqlite_store import SqliteStore
 from lingtan.simulator import Served, SimulatedMeter
 from rules.ledger import Ledger
@@ -114,7 +114,7 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 
 @pytest.fixture
 def meter() -> SimulatedMeter:
-    return SimulatedMeter(load_profile("eastron-sdm630"), Script())
+    return SimulatedMeter(register_map("eastron-sdm630"), Script())
 
 
 async def wait_for(predicate: object, limit_s: float, what: str) -> None:
