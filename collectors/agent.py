@@ -14,6 +14,7 @@ import orjson
 
 from collectors.config import DeviceConfig, EdgeConfig, device_profile
 from collectors.modbus import ModbusReader, ReadError, resolve
+from collectors.mqtt_devices import MqttDeviceConfig, MqttDeviceListener
 from collectors.outbox import Outbox
 from collectors.profile import AnyProfile, Profile
 from collectors.publisher import OutboxPublisher
@@ -76,7 +77,9 @@ class EdgeAgent:
             else base_dir / edge.state_dir
         )
         self.outbox = Outbox(state_dir / "outbox.sqlite", max_samples=edge.max_outbox_samples)
-        self.health: dict[str, DeviceHealth] = {d.id: DeviceHealth() for d in edge.devices}
+        self.mqtt_devices = edge.mqtt.devices if edge.mqtt is not None else []
+        ids = [d.id for d in edge.devices] + [d.id for d in self.mqtt_devices]
+        self.health: dict[str, DeviceHealth] = {i: DeviceHealth() for i in ids}
         self.profiles: dict[str, AnyProfile] = {
             d.id: device_profile(d, base_dir) for d in edge.devices
         }
@@ -99,14 +102,20 @@ class EdgeAgent:
         )
         connect_async(client, self.broker, persistent=False)
         self.publisher = OutboxPublisher(self.outbox, client, window=self.edge.publish_window)
+        listener = self._mqtt_listener()
         try:
             async with asyncio.TaskGroup() as tg:
+                if listener is not None:
+                    listener.start()
+                    tg.create_task(self._mqtt_watch(stop), name="mqtt-devices-watch")
                 tg.create_task(self.publisher.run(stop), name="edge-publisher")
                 if self.edge.health_interval_s > 0:
                     tg.create_task(self._health_loop(stop), name="edge-health")
                 for dev in self.edge.devices:
                     tg.create_task(self._poll_loop(dev, stop), name=f"poll-{dev.id}")
         finally:
+            if listener is not None:
+                listener.stop()
             client.publish(
                 agent_status, orjson.dumps({"state": "offline", "ts": now_ms()}), qos=1, retain=True
             ).wait_for_publish(timeout=2)
@@ -115,6 +124,51 @@ class EdgeAgent:
             for reader in self._readers.values():
                 reader.close()
             self.outbox.close()
+
+    def _mqtt_listener(self) -> MqttDeviceListener | None:
+        src = self.edge.mqtt
+        if src is None or not src.devices:
+            return None
+        loop = asyncio.get_running_loop()
+        return MqttDeviceListener(
+            src.broker or self.broker,
+            src.client_id or f"lingtan-edge-{self.site.id}-{self.edge.agent_id}-devices",
+            src.devices,
+            tz=self.site.timezone,
+            dispatch=loop.call_soon_threadsafe,
+            on_reading=self._mqtt_reading,
+            on_error=self._mqtt_error,
+        )
+
+    def _mqtt_reading(self, dev: MqttDeviceConfig, ts: int, values: dict[str, float]) -> None:
+        h = self.health[dev.id]
+        h.polls += 1
+        h.ok += 1
+        h.consecutive_failures = 0
+        self.outbox.append(self.site.id, dev.id, ts, values)
+        assert self.publisher is not None
+        self.publisher.wake()
+        h.last_values, h.last_ts = values, now_ms()
+        if h.online is not True:
+            h.online = True
+            self._status(dev.id, "online")
+
+    def _mqtt_error(self, dev: MqttDeviceConfig, reason: str) -> None:
+        h = self.health[dev.id]
+        h.polls += 1
+        h.failures += 1
+        h.last_error = reason
+        log.warning("device %s sent a payload that does not fit its mapping: %s", dev.id, reason)
+
+    async def _mqtt_watch(self, stop: asyncio.Event) -> None:
+        # a device that stops publishing is offline once its silence passes the limit
+        while not await _sleep_until(time.time() + 1.0, stop):
+            for dev in self.mqtt_devices:
+                h = self.health[dev.id]
+                silent_s = (now_ms() - h.last_ts) / 1000 if h.last_ts else None
+                if h.online and silent_s is not None and silent_s > dev.offline_after_s:
+                    h.online = False
+                    self._status(dev.id, "offline", f"no message for {silent_s:.0f} s")
 
     def _reader(self, dev: DeviceConfig) -> ModbusReader:
         # Devices behind one gateway or on one serial line share it, one request at a time.

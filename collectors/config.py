@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from collectors.mqtt_devices import MqttSourceConfig
 from collectors.profile import AnyProfile, load_profile
 from telemetry.sample import Ident
 
@@ -109,14 +110,20 @@ class EdgeConfig(BaseModel):
     # how often the agent reports its own health as Samples (0 turns it off)
     health_interval_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
     devices: list[DeviceConfig] = Field(default_factory=list)
+    # devices that publish their own JSON over MQTT
+    mqtt: MqttSourceConfig | None = None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> EdgeConfig:
-        seen: set[str] = set()
-        for i, d in enumerate(self.devices):
-            if d.id in seen:
-                raise ValueError(f"devices[{i}]: device id {d.id!r} is used twice")
-            seen.add(d.id)
+        seen: set[str] = {self.agent_id}
+        ids = [(f"devices[{i}]", d.id) for i, d in enumerate(self.devices)]
+        if self.mqtt is not None:
+            ids += [(f"mqtt.devices[{i}]", d.id) for i, d in enumerate(self.mqtt.devices)]
+        for where, dev_id in ids:
+            if dev_id in seen:
+                what = "the agent's own id" if dev_id == self.agent_id else "used twice"
+                raise ValueError(f"{where}: device id {dev_id!r} is {what}")
+            seen.add(dev_id)
         return self
 
     def device(self, device_id: str) -> DeviceConfig:
