@@ -95,11 +95,17 @@ log_type warning
 
 
 @contextmanager
-def mosquitto(tmp: Path, port: int | None = None) -> Iterator[Server]:
-    """Mosquitto 2 on a free port (or on `port`, to restart one)."""
+def mosquitto(tmp: Path, port: int | None = None, *, persistent: bool = False) -> Iterator[Server]:
+    """Mosquitto 2 on a free port (or on `port`, to restart one).
+
+    `persistent` keeps sessions and queued messages on disk in `tmp` across a restart.
+    """
     port = port or free_port()
     conf = tmp / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=port))
+    text = MOSQUITTO_CONF.format(port=port)
+    if persistent:
+        text = text.replace("persistence false", f"persistence true\npersistence_location {tmp}/")
+    conf.write_text(text)
     server = _start([_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)], port,
                     tmp / "mosquitto.log", "mosquitto")
     try:
