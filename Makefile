@@ -31,8 +31,9 @@ typecheck: $(STAMP)
 test: $(STAMP) servers lint typecheck
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) servers
 	$(BIN)/python bench/wire.py
+	$(BIN)/python bench/edge.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

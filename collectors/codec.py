@@ -103,7 +103,7 @@ def decode_raw(words: list[int], dtype: DataType, order: Order) -> int | float:
 def shortest_float32(value: float) -> float:
     """The shortest decimal that is the same float32: 0.96, not 0.9599999785423279."""
     raw = struct.pack(">f", value)
-    for digits in range(6, 10):
+    for digits in range(6, 10):  # 9 significant digits always round-trip a float32
         short = float(f"{value:.{digits}g}")
         if struct.pack(">f", short) == raw:
             return short

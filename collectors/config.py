@@ -107,6 +107,8 @@ class EdgeConfig(BaseModel):
     publish_window: Annotated[int, Field(ge=1, le=10_000)] = 500
     # the outbox keeps at most this many Samples; beyond it the oldest are dropped and counted
     max_outbox_samples: Annotated[int, Field(ge=100)] = 5_000_000
+    # on a clean stop, how long to wait for the broker to acknowledge what is in the outbox
+    drain_s: Annotated[float, Field(ge=0, le=300)] = 5.0
     # how often the agent reports its own health as Samples (0 turns it off)
     health_interval_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
     devices: list[DeviceConfig] = Field(default_factory=list)

@@ -81,8 +81,14 @@ class ModbusReader:
         async with self._lock:
             await self._connect()
             out: list[tuple[Read, list[int]]] = []
-            for r in plan:
-                out.append((r, await self._one(unit_id, r)))
+            try:
+                # pymodbus times out each request; this bounds a stuck transport, one timer a poll
+                async with asyncio.timeout(self.timeout_s * 2 * len(plan)):
+                    for r in plan:
+                        out.append((r, await self._one(unit_id, r)))
+            except TimeoutError:
+                self._client.close()
+                raise ReadError(f"{self.name} unit {unit_id}: no answer in time") from None
             return out
 
     async def _connect(self) -> None:
@@ -107,11 +113,8 @@ class ModbusReader:
     async def _one(self, unit_id: int, r: Read) -> list[int]:
         self.requests += 1
         try:
-            rsp = await asyncio.wait_for(
-                self._readers[r.function](r.address, count=r.count, device_id=unit_id),
-                self.timeout_s * 2,
-            )
-        except (ModbusException, TimeoutError, OSError) as exc:
+            rsp = await self._readers[r.function](r.address, count=r.count, device_id=unit_id)
+        except (ModbusException, OSError) as exc:
             # a timeout may leave a late answer in the pipe: start the next request clean
             self._client.close()
             raise ReadError(

@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS seq (
 class Outbox:
     """SQLite (WAL, synchronous=FULL) queue of encoded Samples, in append order.
 
+    Appends are committed in groups (`flush`): one transaction, one fsync, for every reading of
+    a poll tick, however many devices. Nothing is published before it is committed: `pending`
+    flushes first. Acknowledged rows are deleted in the next group.
+
     Bounded by `max_samples`: when full, the oldest Samples are dropped, counted (persistently)
     and logged as errors. Losing the oldest keeps the newest readings flowing after an outage
     longer than the box was sized for.
@@ -49,7 +53,13 @@ class Outbox:
         # FULL: a committed Sample survives a power cut, not only a process crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._depth = self.depth()
+        self._seq: dict[tuple[str, str], int] = {
+            (site, dev): int(last) for site, dev, last in self._db.execute("SELECT * FROM seq")
+        }
+        self._rows: list[tuple[str, str, bytes, int]] = []
+        self._seq_dirty: set[tuple[str, str]] = set()
+        self._acked: list[int] = []
+        self._depth = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def append(
         self,
@@ -59,28 +69,45 @@ class Outbox:
         values: dict[str, float],
         quality: Quality = Quality.GOOD,
     ) -> Sample:
-        """Give the read the device's next seq and store it, in one transaction."""
+        """Give the read the device's next seq; it is stored at the next flush."""
+        key = (site, device)
+        seq = self._seq.get(key, -1) + 1
+        sample = Sample(site=site, device=device, seq=seq, ts=ts, values=values, quality=quality)
+        self._seq[key] = seq
+        self._seq_dirty.add(key)
+        self._rows.append((device, topics.sample(site, device), encode(sample), now_ms()))
+        return sample
+
+    def flush(self) -> int:
+        """Commit appended Samples and forget acknowledged ones, in one transaction."""
+        if not self._rows and not self._acked:
+            return 0
+        rows, acked = self._rows, self._acked
         with self._tx():
-            row = self._db.execute(
-                "SELECT last FROM seq WHERE site=? AND device=?", (site, device)
-            ).fetchone()
-            seq = 0 if row is None else row[0] + 1
-            sample = Sample(
-                site=site, device=device, seq=seq, ts=ts, values=values, quality=quality
-            )
-            self._db.execute(
-                "INSERT INTO seq(site, device, last) VALUES (?, ?, ?) "
-                "ON CONFLICT(site, device) DO UPDATE SET last=excluded.last",
-                (site, device, seq),
-            )
-            self._db.execute(
-                "INSERT INTO outbox(device, topic, payload, created_ms) VALUES (?, ?, ?, ?)",
-                (device, topics.sample(site, device), encode(sample), now_ms()),
-            )
-            self._depth += 1
+            if rows:
+                self._db.executemany(
+                    "INSERT INTO outbox(device, topic, payload, created_ms) VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+                self._db.executemany(
+                    "INSERT INTO seq(site, device, last) VALUES (?, ?, ?) "
+                    "ON CONFLICT(site, device) DO UPDATE SET last=excluded.last",
+                    [(site, dev, self._seq[(site, dev)]) for site, dev in self._seq_dirty],
+                )
+            if acked:
+                cur = self._db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in acked])
+                self._depth -= cur.rowcount
+            self._depth += len(rows)
             if self._depth > self.max_samples:
                 self._drop_oldest(self._depth - self.max_samples)
-        return sample
+        self._rows, self._acked = [], []
+        self._seq_dirty.clear()
+        return len(rows)
+
+    @property
+    def unflushed(self) -> int:
+        """Appends waiting for the next flush."""
+        return len(self._rows)
 
     def _drop_oldest(self, n: int) -> None:
         self._db.execute(
@@ -105,26 +132,26 @@ class Outbox:
         return 0 if row is None else int(row[0])
 
     def pending(self, after_id: int, limit: int) -> list[tuple[int, str, bytes]]:
-        """Rows not yet handed out, oldest first."""
+        """Committed rows after `after_id`, oldest first (flushes first)."""
+        self.flush()
         return self._db.execute(
             "SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         ).fetchall()
 
     def delete(self, ids: list[int]) -> None:
-        """Forget rows the broker acknowledged."""
-        with self._tx():
-            cur = self._db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
-            self._depth -= cur.rowcount
+        """Forget rows the broker acknowledged (at the next flush)."""
+        self._acked.extend(ids)
 
     def depth(self) -> int:
-        """Samples waiting for a PUBACK."""
-        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        """Samples waiting for a PUBACK (flushes first)."""
+        self.flush()
+        return self._depth
 
     @property
     def cached_depth(self) -> int:
-        """depth() without a query (kept in step with appends, deletes and drops)."""
-        return self._depth
+        """Samples stored or waiting to be, not yet acknowledged (no I/O)."""
+        return self._depth + len(self._rows) - len(self._acked)
 
     def oldest_ms(self) -> int | None:
         """Creation time of the oldest waiting Sample."""
@@ -132,7 +159,8 @@ class Outbox:
         return None if row[0] is None else int(row[0])
 
     def close(self) -> None:
-        """Close the database."""
+        """Flush and close the database."""
+        self.flush()
         self._db.close()
 
     def _tx(self) -> _Tx:

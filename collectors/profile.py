@@ -275,8 +275,15 @@ def load_profile(name_or_path: str, *, base: Path | None = None) -> AnyProfile:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_absolute() and base is not None:
             path = base / path
-        return parse_profile(path.read_text("utf-8"), str(path))
+        st = path.stat()  # a changed file is read again
+        return _file(str(path), st.st_mtime_ns, st.st_size)
     return _builtin(name_or_path)
+
+
+@cache
+def _file(path: str, _mtime_ns: int, _size: int) -> AnyProfile:
+    # many devices share one profile file: parse it once
+    return parse_profile(Path(path).read_text("utf-8"), path)
 
 
 @cache

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -16,7 +18,13 @@ log = logging.getLogger(__name__)
 class OutboxPublisher:
     """Hands at most `window` Samples to paho at a time; paho resends them after a reconnect."""
 
-    def __init__(self, outbox: Outbox, client: paho.Client, *, window: int) -> None:
+    def __init__(
+        self, outbox: Outbox, client: paho.Client, *, window: int, coalesce_s: float = 0.01
+    ) -> None:
+        self.coalesce_s = coalesce_s
+        self._acks: list[tuple[int, bool, str]] = []
+        self._acks_lock = threading.Lock()
+        self._acks_scheduled = False
         self.outbox = outbox
         self.client = client
         self.window = window
@@ -41,6 +49,7 @@ class OutboxPublisher:
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set."""
         while not stop.is_set():
+            self.outbox.flush()  # commit the readings and acks gathered since the last turn
             room = self.window - len(self._inflight)
             if room > 0:
                 for row_id, topic, payload in self.outbox.pending(self._last_handed, room):
@@ -54,21 +63,47 @@ class OutboxPublisher:
             await asyncio.wait({waiter, stopper}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             stopper.cancel()
+            if self._wake.is_set() and not stop.is_set():
+                # let the rest of this poll tick arrive: one transaction, one fsync for all
+                await asyncio.sleep(self.coalesce_s)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until everything in the outbox is acknowledged, at most `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.outbox.cached_depth == 0 and not self._inflight:
+                return True
+            self._wake.set()
+            await asyncio.sleep(0.05)
+        return self.outbox.cached_depth == 0
 
     def _on_publish(self, _c: paho.Client, _ud: Any, mid: int, reason: Any, _props: Any) -> None:
-        # paho's network thread: hand over to the event loop, which owns the database.
+        # paho's network thread: queue the ack; wake the event loop (which owns the database)
+        # once per batch of acks, not once per ack.
         failed = bool(getattr(reason, "is_failure", False))
-        self._loop.call_soon_threadsafe(self._acked, mid, failed, str(reason))
+        with self._acks_lock:
+            self._acks.append((mid, failed, str(reason) if failed else ""))
+            if self._acks_scheduled:
+                return
+            self._acks_scheduled = True
+        self._loop.call_soon_threadsafe(self._settle)
 
-    def _acked(self, mid: int, failed: bool, reason: str) -> None:
-        row_id = self._inflight.pop(mid, None)
-        if row_id is None:
-            return
-        if failed:
-            # An MQTT 5 broker refused it (ACL, quota): keep it on disk for the next start.
-            self.rejected += 1
-            log.error("broker refused outbox row %d: %s; kept in the outbox", row_id, reason)
-            return
-        self.outbox.delete([row_id])
-        self.acked += 1
-        self._wake.set()
+    def _settle(self) -> None:
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+            self._acks_scheduled = False
+        done: list[int] = []
+        for mid, failed, reason in acks:
+            row_id = self._inflight.pop(mid, None)
+            if row_id is None:
+                continue
+            if failed:
+                # An MQTT 5 broker refused it (ACL, quota): keep it on disk for the next start.
+                self.rejected += 1
+                log.error("broker refused outbox row %d: %s; kept in the outbox", row_id, reason)
+                continue
+            done.append(row_id)
+        if done:
+            self.outbox.delete(done)
+            self.acked += len(done)
+            self._wake.set()

@@ -138,7 +138,7 @@ async def run_demo(
         pub = agent.publisher
         return [
             ("Meter polls", f"{h.polls:,} ({h.failures} failed)"),
-            ("Edge outbox", f"{agent.outbox.depth() if pub else 0} waiting"),
+            ("Edge outbox", f"{agent.outbox.cached_depth if pub else 0} waiting"),
             (
                 "Ingest",
                 f"{ingest.stats.messages:,} msgs, {sum(ingest.stats.rejected.values())} rejected",

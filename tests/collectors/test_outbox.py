@@ -46,7 +46,7 @@ def test_a_full_outbox_drops_the_oldest_counts_it_and_says_so(
     kept = [decode(p)[0].seq for _, _, p in box.pending(0, 10)]
     assert kept == [2, 3, 4]
     assert box.dropped() == 2
-    assert "dropped the 1 oldest" in caplog.text
+    assert "dropped the 2 oldest" in caplog.text
     box.close()
     # the count survives a restart; seq carries on
     box = Outbox(tmp_path / "o.sqlite", max_samples=3)
