@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -31,6 +32,16 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+async def until(predicate: Callable[[], object], limit_s: float, what: str) -> None:
+    """wait_until for async tests: poll without blocking the event loop."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {limit_s:.0f} s waiting for {what}")
 
 
 def _binary(name: str, *extra: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import orjson
@@ -31,15 +30,6 @@ def _edge(tmp: Path, ports: list[int]) -> EdgeConfig:
                      timeout_s=0.5) for i, p in enumerate(ports)])
 
 
-async def _until(pred: object, limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if callable(pred) and pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_samples_polled_while_the_broker_is_down_are_delivered_in_order(
         tmp_path: Path) -> None:
     meters = [SimulatedMeter(register_map("eastron-sdm630"), FactoryLoad(seed=i))
@@ -52,10 +42,10 @@ async def test_samples_polled_while_the_broker_is_down_are_delivered_in_order(
     task = asyncio.create_task(agent.run(stop))
     try:
         # no broker yet: polls go to the outbox
-        await _until(lambda: agent.outbox.depth() >= 10, 20, "ten Samples in the outbox")
+        await servers.until(lambda: agent.outbox.depth() >= 10, 20, "ten Samples in the outbox")
         with servers.mosquitto(tmp_path, port=mqtt_port), \
                 collect(broker, "lingtan/v1/s1/+/sample") as got:
-            await _until(lambda: agent.outbox.depth() == 0 and len(got.payloads()) >= 20, 40,
+            await servers.until(lambda: agent.outbox.depth() == 0 and len(got.payloads()) >= 20, 40,
                          "the outbox to drain")
             stop.set()
             await asyncio.wait_for(task, 10)
@@ -81,7 +71,7 @@ async def test_a_dead_device_does_not_stop_the_others(tmp_path: Path, broker: Br
     with collect(broker, "lingtan/v1/s1/+/status") as status:
         task = asyncio.create_task(agent.run(stop))
         try:
-            await _until(lambda: agent.health["m1"].online is False, 20, "m1 reported offline")
+            await servers.until(lambda: agent.health["m1"].online is False, 20, "m1 offline")
             polls_of_live = agent.health["m0"].polls
             await asyncio.sleep(1.0)
             assert agent.health["m0"].polls - polls_of_live >= 3
@@ -147,7 +137,7 @@ async def test_polls_are_aligned_and_health_is_reported_as_samples(
     with collect(broker, "lingtan/v1/s1/+/sample") as got:
         task = asyncio.create_task(agent.run(stop))
         try:
-            await _until(lambda: sum(1 for p in got.payloads()
+            await servers.until(lambda: sum(1 for p in got.payloads()
                                      if decode(p)[0].device == "e1") >= 2, 20,
                          "two health reports")
         finally:

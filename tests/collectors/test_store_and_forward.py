@@ -10,15 +10,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from collectors.profile import register_map
 from lingtan.simulator import FactoryLoad, SimulatedMeter
 from telemetry.config import BrokerConfig
-from telemetry.mqtt import Consumer
 from telemetry.sample import Sample, decode
 from tests import servers
 
@@ -59,13 +61,31 @@ def _outbox(tmp: Path) -> tuple[int, dict[str, int]]:
     return int(depth), last
 
 
-async def _drain(sub: Consumer, into: list[Sample], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        batch = await asyncio.to_thread(sub.get_batch, 1000, 0.2)
-        for m in batch:
-            into.extend(decode(m.payload))
-        sub.ack(batch)
+class Subscriber:
+    """A persistent-session QoS 1 subscriber that acknowledges on receipt.
+
+    (It acknowledges at once on purpose: Mosquitto 2.0.11 does not resend, after a restart,
+    messages it had in flight to a client that had not acknowledged them yet. That is a
+    broker limit for ingest to deal with, not something the edge can see.)
+    """
+
+    def __init__(self, broker: BrokerConfig) -> None:
+        self.payloads: list[bytes] = []
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-subscriber",
+                                  protocol=paho.MQTTv5)
+        self.client.on_message = lambda _c, _u, m: self.payloads.append(bytes(m.payload))
+        self.client.on_connect = lambda c, *_: c.subscribe("lingtan/v1/s1/+/sample", qos=1)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def samples(self) -> list[Sample]:
+        return [s for p in list(self.payloads) for s in decode(p)]
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 async def test_broker_outage_and_kill_9_lose_nothing(tmp_path: Path) -> None:
@@ -76,17 +96,14 @@ async def test_broker_outage_and_kill_9_lose_nothing(tmp_path: Path) -> None:
     broker = BrokerConfig(url=f"mqtt://127.0.0.1:{mqtt_port}", protocol="5")
     cfg = _config(tmp_path, mqtt_port, ports)
     log = tmp_path / "edge.log"
-    received: list[Sample] = []
     mdir = tmp_path / "mosquitto"
     mdir.mkdir()
     broker_cm = servers.mosquitto(mdir, mqtt_port, persistent=True)
     broker_cm.__enter__()
-    sub = Consumer(broker, "test-subscriber", ["lingtan/v1/s1/+/sample"])
-    sub.start()
-    assert sub.wait_connected(10)
+    sub = Subscriber(broker)
     edge = _edge(cfg, log)
     try:
-        await _drain(sub, received, 3.0)                       # normal running
+        await asyncio.sleep(3.0)                               # normal running
         broker_cm.__exit__(None, None, None)                   # broker away for 30 s ...
         await asyncio.sleep(12)
         edge.send_signal(signal.SIGKILL)                       # ... and the agent killed
@@ -96,14 +113,14 @@ async def test_broker_outage_and_kill_9_lose_nothing(tmp_path: Path) -> None:
         await asyncio.sleep(18)
         broker_cm = servers.mosquitto(mdir, mqtt_port, persistent=True)
         broker_cm.__enter__()
-        await _drain(sub, received, 6.0)
+        await asyncio.sleep(6.0)
         os.kill(edge.pid, signal.SIGKILL)                      # killed again, mid-stream
         edge.wait(10)
         edge = _edge(cfg, log)
-        await _drain(sub, received, 4.0)
+        await asyncio.sleep(4.0)
         edge.send_signal(signal.SIGTERM)
         assert edge.wait(20) == 0
-        await _drain(sub, received, 2.0)
+        await asyncio.sleep(1.0)
     finally:
         if edge.poll() is None:
             edge.kill()
@@ -111,6 +128,7 @@ async def test_broker_outage_and_kill_9_lose_nothing(tmp_path: Path) -> None:
         broker_cm.__exit__(None, None, None)
         for m in meters:
             await m.stop()
+    received = sub.samples()
     depth, last_seq = _outbox(tmp_path)
     assert depth == 0, "the outbox drained"
     assert depth_at_kill > 100, "the outage filled the outbox"

@@ -13,7 +13,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from collectors.profile import register_map
 from ingest.sqlite_store import SqliteStore
 from lingtan.simulator import Served, SimulatedMeter
 from rules.ledger import Ledger
-from tests.servers import Server, VictoriaMetrics
+from tests.servers import Server, VictoriaMetrics, until
 
 pytestmark = pytest.mark.integration
 
@@ -117,15 +116,6 @@ def meter() -> SimulatedMeter:
     return SimulatedMeter(register_map("eastron-sdm630"), Script())
 
 
-async def wait_for(predicate: object, limit_s: float, what: str) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_meter_registers_to_stored_values_and_scope2(
         tmp_path: Path, mosquitto: Server, victoria: VictoriaMetrics,
         meter: SimulatedMeter) -> None:
@@ -135,16 +125,16 @@ async def test_meter_registers_to_stored_values_and_scope2(
     ingest = spawn("ingest", cfg, logs["ingest"])
     rules = spawn("rules", cfg, logs["rules"])
     store_path = tmp_path / "state" / "lingtan.sqlite"
-    await wait_for(lambda: store_path.exists() and (tmp_path / "state/ledger.sqlite").exists(),
+    await until(lambda: store_path.exists() and (tmp_path / "state/ledger.sqlite").exists(),
                    30, "ingest and rules to start")
     await asyncio.sleep(1.0)  # let both subscribe before the first Sample
     edge = spawn("edge", cfg, logs["edge"])
     try:
-        await wait_for(lambda: len(meter.served) >= POLLS, 60, f"{POLLS} polls of the meter")
+        await until(lambda: len(meter.served) >= POLLS, 60, f"{POLLS} polls of the meter")
         assert stop(edge) == 0, logs["edge"].read_text()
         served = [decode_served(s) for s in meter.served]
         store = SqliteStore(store_path)
-        await wait_for(lambda: store.count_samples(SITE) >= len(served) + 1, 30,
+        await until(lambda: store.count_samples(SITE) >= len(served) + 1, 30,
                        "every poll (and a derived figure) to be stored")
         await asyncio.sleep(1.5)  # rules' last derived figure of the open interval
     finally:
