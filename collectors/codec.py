@@ -24,6 +24,8 @@ class DataType(StrEnum):
     UINT64 = "uint64"
     FLOAT32 = "float32"
     FLOAT64 = "float64"
+    # one coil or discrete input (function codes 1 and 2): 1.0 or 0.0
+    BOOL = "bool"
 
 
 class Order(StrEnum):
@@ -57,12 +59,12 @@ LAYOUT: dict[DataType, tuple[str, int]] = {
     DataType.FLOAT64: (">d", 4),
 }
 
-INTEGER_TYPES = frozenset(t for t in DataType if not t.startswith("float"))
+INTEGER_TYPES = frozenset(t for t in LAYOUT if not t.startswith("float"))
 
 
 def width(dtype: DataType) -> int:
-    """Registers a value of this type spans."""
-    return LAYOUT[dtype][1]
+    """Registers (or, for bool, bits) a value of this type spans."""
+    return 1 if dtype is DataType.BOOL else LAYOUT[dtype][1]
 
 
 def max_raw(dtype: DataType) -> int | None:

@@ -1,7 +1,8 @@
 """Modbus reads with pymodbus' async clients — read function codes only, by construction.
 
-The client objects never leave this module, and the only requests it can build are FC 3 (read
-holding registers) and FC 4 (read input registers). One Reader per transport: every unit id
+The client objects never leave this module, and the only requests it can build are FC 1 (read
+coils), FC 2 (read discrete inputs), FC 3 (read holding registers) and FC 4 (read input
+registers). One Reader per transport: every unit id
 behind a gateway or on a serial line shares its connection, one request at a time.
 """
 
@@ -64,6 +65,8 @@ class ModbusReader:
             )
         self._lock = asyncio.Lock()
         self._readers: dict[int, Callable[..., Awaitable[Any]]] = {
+            1: self._client.read_coils,
+            2: self._client.read_discrete_inputs,
             3: self._client.read_holding_registers,
             4: self._client.read_input_registers,
         }
@@ -125,7 +128,11 @@ class ModbusReader:
                 f"{self.name} unit {unit_id}: {r!r} answered exception code "
                 f"{getattr(rsp, 'exception_code', '?')}"
             )
-        words = list(getattr(rsp, "registers", []))
+        if r.function in (1, 2):
+            # bits come padded to a whole byte: keep the ones asked for
+            words = [int(b) for b in list(getattr(rsp, "bits", []))[: r.count]]
+        else:
+            words = list(getattr(rsp, "registers", []))
         if len(words) != r.count:
             raise ReadError(f"{self.name} unit {unit_id}: {r!r} returned {len(words)} registers")
         return words

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 MAX_READ_REGISTERS = 125
 
 RegisterFunction = Literal[3, 4]
+# Modbus allows at most 2000 coils or discrete inputs in one read (FC 1/2).
+MAX_READ_BITS = 2000
+BIT_FUNCTIONS = (1, 2)
 
 
 class ScaleFactor(BaseModel):
@@ -57,10 +60,13 @@ class Register(BaseModel):
 
     quantity: str
     address: Annotated[int, Field(ge=0, le=65535, description="address as on the wire, 0-based")]
-    function: RegisterFunction = Field(
-        default=4, description="3: holding registers, 4: input registers"
+    function: Literal[1, 2, 3, 4] = Field(
+        default=4,
+        description="1: coils, 2: discrete inputs (type bool); 3: holding, 4: input registers",
     )
     type: DataType
+    # one bit of an integer register (a status word): the value is 1.0 or 0.0
+    bit: Annotated[int, Field(ge=0, le=63)] | None = None
     order: Order | None = Field(default=None, description="overrides the profile's order")
     scale: float = 1.0
     offset: float = 0.0
@@ -87,6 +93,12 @@ class Register(BaseModel):
             raise ValueError("scale must be a finite, non-zero number")
         if self.na and self.type not in INTEGER_TYPES:
             raise ValueError("na sentinels apply to integer types; floats use NaN")
+        if (self.function in BIT_FUNCTIONS) != (self.type is DataType.BOOL):
+            raise ValueError(
+                "coils and discrete inputs (function 1, 2) are type bool, and only they"
+            )
+        if self.bit is not None and (self.type not in INTEGER_TYPES or self.bit >= 16 * self.width):
+            raise ValueError(f"bit {self.bit} is not a bit of a {self.type} register")
         return self
 
 
@@ -177,11 +189,12 @@ class Profile(BaseModel):
         for f in sorted(self._fields(), key=lambda f: (f.function, f.address)):
             last = reads[-1] if reads else None
             end = f.address + f.width
+            limit = MAX_READ_BITS if f.function in BIT_FUNCTIONS else self.max_read_registers
             if (
                 last is not None
                 and last.function == f.function
                 and last.end <= f.address <= last.end + self.max_gap
-                and end - last.address <= self.max_read_registers
+                and end - last.address <= limit
             ):
                 reads[-1] = Read(last.function, last.address, end - last.address, (*last.fields, f))
             else:
@@ -208,9 +221,14 @@ class Profile(BaseModel):
                 if isinstance(f, ScaleFactor):
                     v = decode_number(chunk, DataType.INT16, self.order, frozenset({0x8000}))
                     sfs[f.name] = None if v is None or not -10 <= v <= 10 else int(v)
+                elif f.type is DataType.BOOL:
+                    raw.append((f, float(bool(chunk[0]))))
                 else:
                     na = base_na | frozenset(f.na)
-                    raw.append((f, decode_number(chunk, f.type, f.order or self.order, na)))
+                    v = decode_number(chunk, f.type, f.order or self.order, na)
+                    if v is not None and f.bit is not None:
+                        v = float((int(v) >> f.bit) & 1)
+                    raw.append((f, v))
         values: dict[str, float] = {}
         for r, v in raw:
             sf = sfs.get(r.scale_factor) if r.scale_factor is not None else None

@@ -173,3 +173,57 @@ async def test_rtu_over_a_serial_line() -> None:
             assert await read_once(t, 5, profile, 2) == READINGS
         finally:
             await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+async def test_coils_discrete_inputs_and_status_bits() -> None:
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.simulator import DataType as SimType
+    from pymodbus.simulator import SimData, SimDevice
+
+    from collectors.profile import Profile
+
+    breaker = Profile.model_validate({
+        "name": "test-breaker", "source": "a breaker map written for this test",
+        "registers": [
+            {"quantity": "switch_closed", "address": 5, "function": 1, "type": "bool"},
+            # bit 3 of the status word at holding register 10
+            {"quantity": "alarm_active", "address": 10, "function": 3, "type": "uint16",
+             "bit": 3},
+        ]})
+    relay = Profile.model_validate({
+        "name": "test-relay", "source": "a relay map written for this test",
+        "registers": [{"quantity": "alarm_active", "address": 2, "function": 2,
+                       "type": "bool"}]})
+    assert [(r.function, r.address, r.count) for r in breaker.plan()] == [(1, 5, 1), (3, 10, 1)]
+    coils = [False] * 16
+    coils[5] = True
+    inputs = [False] * 16
+    server = ModbusTcpServer(
+        SimDevice(id=1, simdata=(
+            [SimData(address=0, values=coils, datatype=SimType.BITS)],
+            [SimData(address=0, values=inputs, datatype=SimType.BITS)],
+            [SimData(address=0, count=16, values=0b1000, datatype=SimType.REGISTERS)],
+            [SimData(address=0, count=16, values=0, datatype=SimType.REGISTERS)])),
+        address=("127.0.0.1", 0))
+    await server.serve_forever(background=True)
+    port = server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    t = TcpTransport(host="127.0.0.1", port=port)
+    try:
+        assert await read_once(t, 1, breaker, 2) == {"switch_closed": 1.0, "alarm_active": 1.0}
+        assert await read_once(t, 1, relay, 2) == {"alarm_active": 0.0}
+    finally:
+        await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+def test_bool_is_for_coils_and_discrete_inputs_only() -> None:
+    from pydantic import ValidationError
+
+    from collectors.profile import Profile
+    base = {"name": "t", "source": "a map written for this test"}
+    with pytest.raises(ValidationError, match=r"function 1, 2\) are type bool"):
+        Profile.model_validate({**base, "registers": [
+            {"quantity": "switch_closed", "address": 0, "function": 3, "type": "bool"}]})
+    with pytest.raises(ValidationError, match="bit 16 is not a bit of a uint16"):
+        Profile.model_validate({**base, "registers": [
+            {"quantity": "alarm_active", "address": 0, "function": 3, "type": "uint16",
+             "bit": 16}]})
