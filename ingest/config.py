@@ -17,6 +17,8 @@ class SqliteConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: Path = Path("var/lingtan.sqlite")
+    # Readings older than this are deleted (checked hourly); unset keeps everything.
+    retention_days: Annotated[int, Field(ge=1)] | None = None
 
 
 class InfluxConfig(BaseModel):
@@ -30,6 +32,9 @@ class InfluxConfig(BaseModel):
     token_env: str | None = None
     token_file: Path | None = None
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # One write request holds at most this many lines and bytes (a 413 still splits it).
+    lines_per_request: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    bytes_per_request: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
 
     _check_secrets = model_validator(mode="before")(reject_inline_secrets)
 
@@ -50,16 +55,45 @@ class IngestConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Fixed: the broker keeps this client's session (and its queued messages) while it is away.
     client_id: Ident = "lingtan-ingest"
-    sqlite: SqliteConfig = SqliteConfig()
+    # Several ingest processes with the same group split the load (MQTT 5 shared subscription).
+    share_group: Ident | None = None
+    # The embedded store; written when set, and by default when no InfluxDB is configured.
+    sqlite: SqliteConfig | None = None
     influxdb: InfluxConfig | None = None
+    # Dedupe window and self-metric seq; default var/{client_id}.state.sqlite
+    state_path: Path | None = None
+    # Seen seq ranges kept per device (one per gap in its seqs); see ingest/dedupe.py.
+    dedupe_ranges: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     # A batch closes at this many messages or this long after its first message.
     batch_messages: Annotated[int, Field(ge=1, le=100_000)] = 2000
     batch_wait_s: Annotated[float, Field(gt=0, le=60)] = 0.5
-    # Messages held in memory between the broker and the sink; beyond it ingest stops reading.
-    max_pending: Annotated[int, Field(ge=10, le=1_000_000)] = 10_000
+    # Messages unacknowledged at once (MQTT 5 Receive Maximum: the broker sends no more until
+    # ingest acknowledges): the bound on ingest's memory while a sink is down.
+    max_pending: Annotated[int, Field(ge=10, le=65_535)] = 10_000
     # Readings stamped further ahead than this are refused (a device clock gone wrong).
     max_future_s: Annotated[int, Field(ge=0)] = 300
     max_age_days: Annotated[int, Field(ge=1)] = 3650
     # Sites this ingest accepts; empty means the site of this config only.
     sites: list[Ident] = Field(default_factory=list)
+    # Devices accepted per site; a site not listed accepts any device.
+    devices: dict[Ident, list[Ident]] = Field(default_factory=dict)
+    # Self-metrics: a Prometheus endpoint (off unless a port is given) and Samples every
+    # health_interval_s as device `device_name` (default ingest-{client_id}).
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"
+    health_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    device_name: Ident | None = None
+
+    @property
+    def embedded(self) -> SqliteConfig | None:
+        """The embedded store's settings, or None when only InfluxDB is written."""
+        if self.sqlite is not None:
+            return self.sqlite
+        return SqliteConfig() if self.influxdb is None else None
+
+    @property
+    def self_device(self) -> str:
+        """The device name ingest's own Samples carry."""
+        return self.device_name or f"ingest-{self.client_id}"[:64]

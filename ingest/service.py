@@ -1,39 +1,67 @@
-"""Ingest: broker → validation → dedupe → stores; a message is acknowledged only once durable."""
+"""Ingest: broker → validation → dedupe → stores; a message is acknowledged only once durable.
+
+One batch at a time:
+  1. validate every message (a bad one is dead-lettered with the reason, whole);
+  2. drop Samples the dedupe window has seen (counted);
+  3. write the rest to InfluxDB, then to the embedded store, retrying while a sink is down
+     (nothing is acknowledged meanwhile, and the broker sends no more than max_pending);
+  4. mark them seen, durably;
+  5. publish the dead letters and wait for the broker to take them;
+  6. acknowledge the batch.
+A crash anywhere before 6 means the broker redelivers; every step before it is idempotent.
+"""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
-from collections import Counter
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import paho.mqtt.client as paho
+from prometheus_client import start_http_server
 
 from ingest.config import IngestConfig
-from ingest.influx import DERIVED_MEASUREMENT, METER_MEASUREMENT, InfluxSink, line
+from ingest.dedupe import Seen
+from ingest.influx import DERIVED_MEASUREMENT, METER_MEASUREMENT, InfluxSink, SinkUnavailable, line
+from ingest.metrics import IngestMetrics, IngestStats, reason_class
 from ingest.sqlite_store import SqliteStore
+from ingest.state import IngestState
 from ingest.validate import Rejected, validate
 from telemetry import topics
 from telemetry.config import BrokerConfig, SiteInfo
-from telemetry.mqtt import Consumer, Message
+from telemetry.mqtt import Consumer, Message, make_client
 from telemetry.quantities import vocabulary
-from telemetry.sample import Sample
+from telemetry.sample import Sample, encode
 from telemetry.timeutil import now_ms
 from telemetry.topics import TopicKind
 
 log = logging.getLogger(__name__)
 
+__all__ = ["CheckResult", "IngestService", "IngestStats"]
 
-@dataclass
-class IngestStats:
-    """Counts since start, for logs and the live view."""
+_HOUR_S = 3600.0
+_DEAD_LETTER_CONFIRM_S = 10.0
 
-    messages: int = 0
-    samples_stored: int = 0
-    duplicates: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    sink_failures: int = 0
+
+@dataclass(frozen=True, slots=True)
+class _DeadLetter:
+    site: str
+    topic: str
+    reason: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One connection check of `lingtan ingest --check`."""
+
+    what: str
+    ok: bool
+    detail: str
 
 
 class IngestService:
@@ -47,42 +75,90 @@ class IngestService:
         *,
         base_dir: Path | None = None,
     ) -> None:
+        if cfg.share_group is not None and broker.protocol != "5":
+            raise ValueError("ingest.share_group needs MQTT 5 (broker.protocol: '5')")
         self.site = site
+        self.broker = broker
         self.cfg = cfg
         self.sites = set(cfg.sites or [site.id])
-        path = (
-            cfg.sqlite.path
-            if cfg.sqlite.path.is_absolute() or base_dir is None
-            else base_dir / cfg.sqlite.path
+        self.devices = {s: set(d) for s, d in cfg.devices.items()}
+        if site.id in self.devices:
+            self.devices[site.id].add(cfg.self_device)
+
+        def resolve(p: Path) -> Path:
+            return p if p.is_absolute() or base_dir is None else base_dir / p
+
+        embedded = cfg.embedded
+        self.store = SqliteStore(resolve(embedded.path)) if embedded is not None else None
+        self.influx = (
+            InfluxSink(
+                cfg.influxdb,
+                lines_per_request=cfg.influxdb.lines_per_request,
+                bytes_per_request=cfg.influxdb.bytes_per_request,
+            )
+            if cfg.influxdb is not None
+            else None
         )
-        self.store = SqliteStore(path)
-        self.influx = InfluxSink(cfg.influxdb) if cfg.influxdb is not None else None
+        self.state = IngestState(
+            resolve(cfg.state_path or Path(f"var/{cfg.client_id}.state.sqlite")),
+            max_ranges=cfg.dedupe_ranges,
+        )
         subs = [topics.all_samples(s) for s in sorted(self.sites)]
         subs += [topics.all_derived(s) for s in sorted(self.sites)]
+        if cfg.share_group is not None:
+            subs = [f"$share/{cfg.share_group}/{t}" for t in subs]
         self.consumer = Consumer(broker, cfg.client_id, subs, max_pending=cfg.max_pending)
         self.stats = IngestStats()
+        self.metrics = IngestMetrics()
         self._vocab = vocabulary()
+
+    # -- running ------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set."""
+        server = None
+        if self.cfg.metrics_port is not None:
+            server, _ = start_http_server(
+                self.cfg.metrics_port, self.cfg.metrics_host, registry=self.metrics.registry
+            )
+            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_host,
+                     self.cfg.metrics_port)
         self.consumer.start()
+        next_health = time.monotonic() + self.cfg.health_interval_s
+        next_prune = time.monotonic()
         try:
             while not stop.is_set():
                 batch = self.consumer.get_batch(self.cfg.batch_messages, self.cfg.batch_wait_s)
                 if batch:
                     self.process(batch, stop)
+                now = time.monotonic()
+                if now >= next_health:
+                    next_health = now + self.cfg.health_interval_s
+                    self._publish_health()
+                if now >= next_prune:
+                    next_prune = now + _HOUR_S
+                    self._prune()
         finally:
             self.consumer.stop()
+            if server is not None:
+                server.shutdown()
             if self.influx is not None:
                 self.influx.close()
-            self.store.close()
+            if self.store is not None:
+                self.store.close()
+            self.state.close()
 
     def process(self, batch: list[Message], stop: threading.Event) -> None:
-        """Validate, write durably (retrying while the sink is down), then acknowledge."""
+        """Validate, write durably (retrying while a sink is down), then acknowledge."""
+        started = time.perf_counter()
         now = now_ms()
-        meter: list[Sample] = []
-        derived: list[Sample] = []
-        rejects: list[tuple[Message, Rejected]] = []
+        window = self.state.window
+        fresh: list[Sample] = []
+        derived: list[bool] = []
+        origin: list[str] = []
+        letters: list[_DeadLetter] = []
+        in_batch: set[tuple[str, str, int]] = set()
+        duplicates = 0
         for m in batch:
             try:
                 t, samples = validate(
@@ -93,58 +169,217 @@ class IngestService:
                     now=now,
                     max_future_ms=self.cfg.max_future_s * 1000,
                     max_age_ms=self.cfg.max_age_days * 86_400_000,
+                    devices=self.devices,
                 )
             except Rejected as rej:
-                rejects.append((m, rej))
+                letters.append(_DeadLetter(rej.site, m.topic, rej.reason, m.payload))
                 continue
-            (derived if t.kind is TopicKind.DERIVED else meter).extend(samples)
+            is_derived = t.kind is TopicKind.DERIVED
+            for s in samples:
+                key = s.key
+                seen = window.check((s.site, s.device), s.seq)
+                if seen is Seen.NEW and key not in in_batch:
+                    in_batch.add(key)
+                    fresh.append(s)
+                    derived.append(is_derived)
+                    origin.append(m.topic)
+                elif seen is Seen.OUTSIDE:
+                    letters.append(_DeadLetter(
+                        s.site, m.topic,
+                        f"seq {s.seq} of {s.site}/{s.device} is below the dedupe window: "
+                        "a replay cannot be told from a new reading",
+                        encode(s)))
+                else:
+                    duplicates += 1
+        refused = self._write_until_durable(fresh, derived, stop)
+        if refused is None:
+            return  # stopping with the sink down: nothing acknowledged, the broker redelivers
+        for i, reason in refused.items():
+            letters.append(_DeadLetter(fresh[i].site, origin[i], reason, encode(fresh[i])))
+        stored = [s for i, s in enumerate(fresh) if i not in refused]
+        for s in stored:
+            window.add((s.site, s.device), s.seq)
+        self.state.commit_window()
+        if not self._dead_letter(letters):
+            log.error("dead letters not confirmed by the broker; %d messages left "
+                      "unacknowledged for redelivery", len(batch))
+            return
+        self.consumer.ack(batch)
+        self._account(batch, stored, duplicates, letters, started)
+
+    def _write_until_durable(
+        self, fresh: list[Sample], derived: list[bool], stop: threading.Event
+    ) -> dict[int, str] | None:
+        """Write to every sink; {index: reason} of Samples refused; None if stopped first."""
+        if not fresh:
+            return {}
         delay = 0.5
         while True:
             try:
-                self._write(meter, derived)
-                break
-            except Exception as exc:
+                return self._write(fresh, derived)
+            except (SinkUnavailable, sqlite3.Error) as exc:
+                sink = "influxdb" if isinstance(exc, SinkUnavailable) else "sqlite"
                 self.stats.sink_failures += 1
-                log.error(
-                    "write failed (%s); %d messages held, retrying in %.1f s",
-                    exc,
-                    len(batch),
-                    delay,
-                )
-                if stop.wait(delay):
-                    return  # not acknowledged: the broker redelivers after restart
+                self.metrics.sink_errors.labels(sink).inc()
+                hint = exc.retry_after_s if isinstance(exc, SinkUnavailable) else None
+                wait = delay if hint is None else min(max(hint, 0.1), 300.0)
+                log.error("%s write failed (%s); %d Samples held, retrying in %.1f s",
+                          sink, exc, len(fresh), wait)
+                if stop.wait(wait):
+                    return None
                 delay = min(delay * 2, 30.0)
-        for m, reason in rejects:
-            self._dead_letter(m, reason)
-        self.consumer.ack(batch)
-        self.stats.messages += len(batch)
 
-    def _write(self, meter: list[Sample], derived: list[Sample]) -> None:
-        samples = meter + derived
-        fresh = self.store.unseen(samples)
-        self.stats.duplicates += len(samples) - len(fresh)
-        if not fresh:
-            return
+    def _write(self, fresh: list[Sample], derived: list[bool]) -> dict[int, str]:
+        refused: dict[int, str] = {}
         if self.influx is not None:
-            # Influx first: if we die before the SQLite commit, the replay rewrites the same
-            # points (same series and time) rather than skipping them as already seen.
-            derived_keys = {s.key for s in derived}
-            self.influx.write(
-                [
-                    line(s, DERIVED_MEASUREMENT if s.key in derived_keys else METER_MEASUREMENT)
-                    for s in fresh
-                ]
-            )
-        self.stats.samples_stored += self.store.insert(fresh)
+            lines = [
+                line(s, DERIVED_MEASUREMENT if d else METER_MEASUREMENT)
+                for s, d in zip(fresh, derived, strict=True)
+            ]
+            for r in self.influx.write(lines):
+                refused[r.index] = f"InfluxDB refused the line: {r.reason}"
+        if self.store is not None:
+            # InfluxDB first: a Sample it refused is dead-lettered, not kept in one store only.
+            self.store.insert([s for i, s in enumerate(fresh) if i not in refused])
+        return refused
 
-    def _dead_letter(self, m: Message, rej: Rejected) -> None:
-        self.stats.rejected[rej.reason.split(":")[0]] += 1
-        log.warning("rejected message on %s: %s", m.topic, rej.reason)
-        body = {
-            "topic": m.topic,
-            "reason": rej.reason,
-            "received_ms": now_ms(),
-            "payload": m.payload.decode("utf-8", errors="replace")[:65536],
-        }
-        site = rej.site if rej.site in self.sites else sorted(self.sites)[0]
-        self.consumer.publish(topics.deadletter(site), orjson.dumps(body), qos=1)
+    def _dead_letter(self, letters: list[_DeadLetter]) -> bool:
+        """Publish dead letters at QoS 1; True when the broker took them all."""
+        infos: list[paho.MQTTMessageInfo] = []
+        for d in letters:
+            log.warning("rejected message on %s: %s", d.topic, d.reason)
+            body = {
+                "topic": d.topic,
+                "reason": d.reason,
+                "received_ms": now_ms(),
+                "payload": d.payload.decode("utf-8", errors="replace"),
+            }
+            site = d.site if d.site in self.sites else sorted(self.sites)[0]
+            infos.append(self.consumer.publish(topics.deadletter(site), orjson.dumps(body)))
+        deadline = time.monotonic() + _DEAD_LETTER_CONFIRM_S
+        for info in infos:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                return False
+            if not info.is_published():
+                return False
+        return True
+
+    def _account(
+        self,
+        batch: list[Message],
+        stored: list[Sample],
+        duplicates: int,
+        letters: list[_DeadLetter],
+        started: float,
+    ) -> None:
+        st, mt = self.stats, self.metrics
+        values = sum(len(s.values) for s in stored)
+        st.messages += len(batch)
+        st.samples_stored += len(stored)
+        st.values_stored += values
+        st.duplicates += duplicates
+        for d in letters:
+            label = reason_class(d.reason)
+            st.rejected[label] += 1
+            mt.rejected.labels(label).inc()
+        elapsed = time.perf_counter() - started
+        st.last_batch_messages = len(batch)
+        st.last_write_ms = elapsed * 1000
+        mt.messages.inc(len(batch))
+        mt.samples.inc(len(stored))
+        mt.values.inc(values)
+        mt.duplicates.inc(duplicates)
+        mt.batch_size.observe(len(batch))
+        mt.write_seconds.observe(elapsed)
+        if stored:
+            done = now_ms()
+            for s in stored:
+                mt.lag_seconds.observe(max(0, done - s.ts) / 1000)
+            st.last_lag_ms = float(max(0, done - min(s.ts for s in stored)))
+        mt.pending.set(self.consumer.pending())
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def health_sample(self) -> Sample:
+        """This process's figures as a Sample of its own device."""
+        st = self.stats
+        device = self.cfg.self_device
+        return Sample(
+            site=self.site.id,
+            device=device,
+            seq=self.state.next_seq(f"self:{device}"),
+            ts=now_ms(),
+            values={
+                "ingest_messages_count": float(st.messages),
+                "ingest_samples_written_count": float(st.samples_stored),
+                "ingest_values_written_count": float(st.values_stored),
+                "ingest_duplicates_count": float(st.duplicates),
+                "ingest_rejected_count": float(st.rejected_total),
+                "ingest_sink_errors_count": float(st.sink_failures),
+                "ingest_batch_messages_count": float(st.last_batch_messages),
+                "ingest_write_ms": round(st.last_write_ms, 3),
+                "ingest_lag_ms": st.last_lag_ms,
+                "ingest_pending_count": float(self.consumer.pending()),
+            },
+        )
+
+    def _publish_health(self) -> None:
+        s = self.health_sample()
+        self.consumer.publish(topics.sample(s.site, s.device), encode(s))
+
+    def _prune(self) -> None:
+        embedded = self.cfg.embedded
+        if self.store is None or embedded is None or embedded.retention_days is None:
+            return
+        cutoff = now_ms() - embedded.retention_days * 86_400_000
+        deleted = self.store.prune(cutoff)
+        if deleted:
+            log.info("retention: deleted %d points older than %d days", deleted,
+                     embedded.retention_days)
+
+    # -- lingtan ingest --check -----------------------------------------------------------------
+
+    def check(self, timeout_s: float = 10.0) -> list[CheckResult]:
+        """Connect to the broker and every sink once; say what works."""
+        results = [self._check_broker(timeout_s)]
+        if self.influx is not None:
+            try:
+                self.influx.ping()
+                results.append(CheckResult("influxdb", True, f"{self.influx.cfg.url} answers"))
+            except SinkUnavailable as exc:
+                results.append(CheckResult("influxdb", False, str(exc)))
+        if self.store is not None:
+            try:
+                self.store.writable()
+                results.append(CheckResult("sqlite", True, f"{self.store.path} is writable"))
+            except sqlite3.Error as exc:
+                results.append(CheckResult("sqlite", False, f"{self.store.path}: {exc}"))
+        return results
+
+    def _check_broker(self, timeout_s: float) -> CheckResult:
+        done = threading.Event()
+        outcome: list[str] = []
+
+        def on_connect(_c: paho.Client, _u: object, _f: object, reason: object,
+                       _p: object) -> None:
+            outcome.append(str(reason))
+            done.set()
+
+        client = make_client(self.broker, f"{self.cfg.client_id}-check", persistent=False)
+        client.on_connect = on_connect
+        try:
+            client.connect(self.broker.host, self.broker.port, keepalive=10)
+        except OSError as exc:
+            return CheckResult("broker", False, f"{self.broker.url}: {exc}")
+        client.loop_start()
+        try:
+            if not done.wait(timeout_s):
+                return CheckResult("broker", False, f"{self.broker.url}: no CONNACK in "
+                                   f"{timeout_s:.0f} s")
+            ok = outcome[0] == "Success"
+            return CheckResult("broker", ok, f"{self.broker.url}: {outcome[0]}")
+        finally:
+            client.disconnect()
+            client.loop_stop()

@@ -1,4 +1,4 @@
-"""The embedded time-series store: SQLite, one row per value, deduped on (site, device, seq)."""
+"""The embedded time-series store: SQLite, one row per value; a Sample is stored once by its key."""
 
 from __future__ import annotations
 
@@ -51,49 +51,51 @@ class SqliteStore:
             for i, s, d, q in self._db.execute("SELECT id, site, device, quantity FROM series")
         }
 
-    def unseen(self, samples: Sequence[Sample]) -> list[Sample]:
-        """The Samples not stored yet (and not repeated within `samples`)."""
-        out: list[Sample] = []
-        batch: set[tuple[str, str, int]] = set()
-        for s in samples:
-            if s.key in batch:
-                continue
-            batch.add(s.key)
-            if (
-                self._db.execute(
-                    "SELECT 1 FROM samples WHERE site=? AND device=? AND seq=?", s.key
-                ).fetchone()
-                is None
-            ):
-                out.append(s)
-        return out
-
     def insert(self, samples: Sequence[Sample]) -> int:
-        """Store Samples in one transaction; return how many were new."""
-        new = 0
+        """Store Samples in one transaction; return how many were new.
+
+        Idempotent: a Sample stored before (same site, device, seq) changes nothing.
+        """
+        if not samples:
+            return 0
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            for s in samples:
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO samples(site, device, seq, ts, quality) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (s.site, s.device, s.seq, s.ts, s.quality.value),
-                )
-                if cur.rowcount == 0:
-                    continue
-                new += 1
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO points(series, ts, seq, value) VALUES (?, ?, ?, ?)",
-                    [
-                        (self._series_id(s.site, s.device, q), s.ts, s.seq, v)
-                        for q, v in s.values.items()
-                    ],
-                )
+            cur = self._db.executemany(
+                "INSERT OR IGNORE INTO samples(site, device, seq, ts, quality) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(s.site, s.device, s.seq, s.ts, s.quality.value) for s in samples],
+            )
+            new = cur.rowcount
+            series = self._series_id
+            self._db.executemany(
+                "INSERT OR IGNORE INTO points(series, ts, seq, value) VALUES (?, ?, ?, ?)",
+                [
+                    (series(s.site, s.device, q), s.ts, s.seq, v)
+                    for s in samples
+                    for q, v in s.values.items()
+                ],
+            )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         return new
+
+    def prune(self, before_ms: int) -> int:
+        """Delete readings older than `before_ms` (the retention setting); return points deleted."""
+        deleted = 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for (sid,) in self._db.execute("SELECT id FROM series").fetchall():
+                deleted += self._db.execute(
+                    "DELETE FROM points WHERE series=? AND ts<?", (sid, before_ms)
+                ).rowcount
+            self._db.execute("DELETE FROM samples WHERE ts<?", (before_ms,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return deleted
 
     def _series_id(self, site: str, device: str, quantity: str) -> int:
         key = (site, device, quantity)
@@ -158,6 +160,14 @@ class SqliteStore:
             "SELECT quality FROM samples WHERE site=? AND device=? AND seq=?", (site, device, seq)
         ).fetchone()
         return None if row is None else Quality(row[0])
+
+    def writable(self) -> None:
+        """Raise sqlite3.Error unless a write transaction can be opened and the file is sound."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("ROLLBACK")
+        (result,) = self._db.execute("PRAGMA quick_check").fetchone()
+        if result != "ok":
+            raise sqlite3.DatabaseError(f"integrity check: {result}")
 
     def close(self) -> None:
         """Close the database."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from telemetry.quantities import Vocabulary
 from telemetry.sample import Sample, WireError, decode
@@ -27,6 +27,7 @@ def validate(
     now: int,
     max_future_ms: int,
     max_age_ms: int,
+    devices: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[Topic, list[Sample]]:
     """Decode and check a message against its topic; raise Rejected naming what is wrong."""
     try:
@@ -37,6 +38,9 @@ def validate(
         raise Rejected(t.site, f"site {t.site!r} is not served by this ingest")
     if t.kind not in (TopicKind.SAMPLE, TopicKind.DERIVED):
         raise Rejected(t.site, f"topic kind {t.kind} carries no Samples")
+    allowed = None if devices is None else devices.get(t.site)
+    if allowed is not None and t.device is not None and t.device not in allowed:
+        raise Rejected(t.site, f"device {t.device!r} is not allowed for site {t.site!r}")
     try:
         samples = decode(payload)
     except WireError as exc:

@@ -79,7 +79,9 @@ def demo_config(state: Path, broker: BrokerConfig, meter_port: int) -> SiteConfi
             ],
         ),
         ingest=IngestConfig(
-            client_id="lingtan-demo-ingest", sqlite=SqliteConfig(path=state / "lingtan.sqlite")
+            client_id="lingtan-demo-ingest",
+            sqlite=SqliteConfig(path=state / "lingtan.sqlite"),
+            state_path=state / "ingest-state.sqlite",
         ),
         rules=RulesConfig(
             client_id="lingtan-demo-rules",
@@ -127,7 +129,7 @@ async def run_demo(
         t.start()
     stop = asyncio.Event()
     agent_task = asyncio.create_task(agent.run(stop), name="edge-agent")
-    store = SqliteStore(cfg.ingest.sqlite.path)
+    store = SqliteStore(state / "lingtan.sqlite")
     ledger = Ledger(cfg.rules.ledger)
     loop = asyncio.get_running_loop()
     deadline = None if duration is None else loop.time() + duration

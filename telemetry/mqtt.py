@@ -54,12 +54,23 @@ def make_client(
     return client
 
 
-def connect_async(client: paho.Client, broker: BrokerConfig, *, persistent: bool) -> None:
-    """Start connecting in the background; paho reconnects on its own afterwards."""
+def connect_async(
+    client: paho.Client,
+    broker: BrokerConfig,
+    *,
+    persistent: bool,
+    receive_maximum: int | None = None,
+) -> None:
+    """Start connecting in the background; paho reconnects on its own afterwards.
+
+    `receive_maximum` (MQTT 5) caps the QoS 1 messages the broker sends before we acknowledge.
+    """
     if broker.protocol == "5":
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if persistent:
             props.SessionExpiryInterval = broker.session_expiry_s
+        if receive_maximum is not None:
+            props.ReceiveMaximum = receive_maximum
         client.connect_async(
             broker.host,
             broker.port,
@@ -81,13 +92,20 @@ class Message:
     mid: int
     qos: int
     retain: bool
+    # which connection brought it: an acknowledgement only means something on that connection
+    connection: int = 0
 
 
 class Consumer:
     """Subscribes with a persistent session and QoS 1; acknowledges on request, in order.
 
-    The queue is bounded: when the caller stops taking batches (its sink is down), the paho
-    thread blocks, stops reading the socket, and the broker holds the rest.
+    Flow control: over MQTT 5 the CONNECT announces Receive Maximum = `max_pending`, so the
+    broker stops sending once that many messages wait for our acknowledgement (the caller's
+    sink is down) and holds the rest in the session. The queue is bounded by the same number;
+    over MQTT 3.1.1 a full queue blocks the paho thread, which stops reading the socket.
+
+    An acknowledgement goes out only on the connection the message came in on: after a
+    reconnect, packet ids are reused, and the broker resends what was not acknowledged.
     """
 
     def __init__(
@@ -101,8 +119,11 @@ class Consumer:
         self.broker = broker
         self.subscriptions = list(subscriptions)
         self._queue: queue.Queue[Message] = queue.Queue(maxsize=max_pending)
+        self.max_pending = max_pending
         self._stopping = threading.Event()
         self.connected = threading.Event()
+        self.connection = 0  # incremented on every successful connect
+        self.stale_acks = 0
         self.client = make_client(broker, client_id, persistent=True, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -111,7 +132,9 @@ class Consumer:
 
     def start(self) -> None:
         """Connect in the background."""
-        connect_async(self.client, self.broker, persistent=True)
+        connect_async(
+            self.client, self.broker, persistent=True, receive_maximum=self.max_pending
+        )
 
     def stop(self) -> None:
         """Disconnect; unacknowledged messages stay with the broker's session."""
@@ -129,6 +152,7 @@ class Consumer:
         if reason.is_failure:
             log.error("broker %s refused connection: %s", self.broker.url, reason)
             return
+        self.connection += 1
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
         log.info("connected to %s, subscribed to %s", self.broker.url, self.subscriptions)
@@ -144,7 +168,9 @@ class Consumer:
             log.warning("disconnected from %s: %s; reconnecting", self.broker.url, reason)
 
     def _on_message(self, _c: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:
-        m = Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain))
+        m = Message(
+            msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain), self.connection
+        )
         while not self._stopping.is_set():
             try:
                 self._queue.put(m, timeout=0.5)
@@ -172,11 +198,19 @@ class Consumer:
                 break
         return batch
 
+    def pending(self) -> int:
+        """Messages received and not yet taken by the caller."""
+        return self._queue.qsize()
+
     def ack(self, messages: Sequence[Message]) -> None:
         """Acknowledge messages whose effects are durable (in the order received)."""
         for m in messages:
-            if m.qos > 0:
-                self.client.ack(m.mid, m.qos)
+            if m.qos == 0:
+                continue
+            if m.connection != self.connection:
+                self.stale_acks += 1  # the broker resends it on the new connection
+                continue
+            self.client.ack(m.mid, m.qos)
 
     def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False

@@ -45,7 +45,8 @@ def running(service: IngestService) -> Iterator[IngestService]:
 
 def _cfg(tmp: Path, influx: InfluxConfig | None = None) -> IngestConfig:
     return IngestConfig(client_id="t-ingest", batch_wait_s=0.1,
-                        sqlite=SqliteConfig(path=tmp / "ts.sqlite"), influxdb=influx)
+                        sqlite=SqliteConfig(path=tmp / "ts.sqlite"), influxdb=influx,
+                        state_path=tmp / "ingest-state.sqlite")
 
 
 def test_good_stored_once_bad_dead_lettered_with_reason(tmp_path: Path,

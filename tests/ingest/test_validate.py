@@ -46,15 +46,35 @@ def test_rejections_name_the_problem(topic: str, body: object, reason: str) -> N
         _check(topic, body)
 
 
-def test_store_dedupes_on_site_device_seq(tmp_path: Path) -> None:
+def test_devices_not_allowed_for_a_site_are_refused() -> None:
+    allowed = {"s1": ["m1"]}
+    with pytest.raises(Rejected, match="device 'm2' is not allowed for site 's1'"):
+        validate("lingtan/v1/s1/m2/sample", orjson.dumps({**OK, "device": "m2"}),
+                 vocabulary=vocabulary(), sites={"s1"}, now=NOW, max_future_ms=0,
+                 max_age_ms=86_400_000, devices=allowed)
+    _, [s] = validate("lingtan/v1/s1/m1/sample", orjson.dumps(OK), vocabulary=vocabulary(),
+                      sites={"s1"}, now=NOW, max_future_ms=0, max_age_ms=86_400_000,
+                      devices=allowed)
+    assert s.device == "m1"
+
+
+def test_store_writes_a_sample_once(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "ts.sqlite")
     s = Sample(site="s1", device="m1", seq=0, ts=NOW, values={"active_power_kw": 1.0})
     again = Sample(site="s1", device="m1", seq=0, ts=NOW, values={"active_power_kw": 1.0})
-    assert store.unseen([s, again]) == [s]
     assert store.insert([s]) == 1
     assert store.insert([again]) == 0
-    assert store.unseen([again]) == []
     assert store.query("s1", "m1", "active_power_kw") == [(NOW, 0, 1.0)]
+
+
+def test_store_retention_deletes_only_older_readings(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "ts.sqlite")
+    store.insert([Sample(site="s1", device="m1", seq=i, ts=NOW + i * 1000,
+                         values={"active_power_kw": float(i), "frequency_hz": 50.0})
+                  for i in range(10)])
+    assert store.prune(NOW + 4000) == 8  # seq 0-3, two values each
+    assert [r[1] for r in store.query("s1", "m1", "active_power_kw")] == list(range(4, 10))
+    assert store.count_samples("s1") == 6
 
 
 def test_line_protocol_schema() -> None:
