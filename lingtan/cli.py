@@ -195,15 +195,31 @@ def edge(config: ConfigOpt) -> None:
 
 
 @app.command()
-def ingest(config: ConfigOpt) -> None:
-    """Run ingest: broker to the embedded store (and InfluxDB when configured)."""
+def ingest(
+    config: ConfigOpt,
+    check: Annotated[
+        bool, typer.Option("--check", help="connect to the broker and every sink once, and exit")
+    ] = False,
+) -> None:
+    """Run ingest: broker to the embedded store or InfluxDB (both when both are configured)."""
     from ingest.service import IngestService
 
     loaded = _load(config)
     c = loaded.config
+    try:
+        service = IngestService(c.site, c.broker, c.ingest, base_dir=loaded.base_dir)
+    except ValueError as exc:  # a secret that cannot be read, a setting that cannot work
+        err.print(f"[red]error[/]: {exc}")
+        raise typer.Exit(2) from None
+    if check:
+        results = service.check()
+        for r in results:
+            mark = "[green]ok[/]  " if r.ok else "[red]FAIL[/]"
+            Console().print(f"{mark} {r.what}: {r.detail}", highlight=False)
+        raise typer.Exit(0 if all(r.ok for r in results) else 1)
     stop = threading.Event()
     _stop_on_signals(stop)
-    IngestService(c.site, c.broker, c.ingest, base_dir=loaded.base_dir).run(stop)
+    service.run(stop)
 
 
 @app.command()

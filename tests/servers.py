@@ -144,12 +144,20 @@ class VictoriaMetrics:
 
 
 @contextmanager
-def victoria_metrics(tmp: Path) -> Iterator[VictoriaMetrics]:
-    """VictoriaMetrics single-node on a free port; retention long enough for any test time."""
-    port = free_port()
+def victoria_metrics(tmp: Path, port: int | None = None, *,
+                     dedup: bool = False) -> Iterator[VictoriaMetrics]:
+    """VictoriaMetrics single-node on a free port (or `port`, to restart one on its data).
+
+    Retention is long enough for any test time. `dedup` keeps one sample per series and
+    millisecond, as InfluxDB keeps one point per series and timestamp: what a rewrite after a
+    crash between the write and its acknowledgement relies on.
+    """
+    port = port or free_port()
     cmd = [_binary("victoria-metrics"), f"-httpListenAddr=127.0.0.1:{port}",
            f"-storageDataPath={tmp / 'vm-data'}", "-retentionPeriod=100y",
            "-search.latencyOffset=0s"]
+    if dedup:
+        cmd.append("-dedup.minScrapeInterval=1ms")
     server = _start(cmd, port, tmp / "victoria-metrics.log", "victoria-metrics")
     try:
         yield VictoriaMetrics(server)

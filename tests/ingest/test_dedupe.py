@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -74,6 +75,6 @@ def test_window_agrees_with_a_plain_set(tmp_path_factory: object, seqs: list[int
         ranges = w.ranges(K)
         assert len(ranges) <= max_ranges
         # sorted, disjoint and not touching
-        assert all(a[1] + 1 < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+        assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(ranges))
     if max_ranges >= len(seqs):
         assert {s for lo, hi in w.ranges(K) for s in range(lo, hi + 1)} == seen
