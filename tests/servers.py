@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -115,7 +116,14 @@ def mosquitto(tmp: Path, port: int | None = None, *, persistent: bool = False) -
     conf = tmp / "mosquitto.conf"
     text = MOSQUITTO_CONF.format(port=port)
     if persistent:
-        text = text.replace("persistence false", f"persistence true\npersistence_location {tmp}/")
+        data = tmp / "mosquitto-data"
+        data.mkdir(exist_ok=True)
+        # Started as root, Mosquitto drops to the `mosquitto` user, which cannot reach pytest's
+        # private tmp folders; it then runs on WITHOUT persistence, logging only "Error:
+        # Permission denied". The test broker stays root.
+        if os.geteuid() == 0:
+            text += "user root\n"
+        text = text.replace("persistence false", f"persistence true\npersistence_location {data}/")
     conf.write_text(text)
     server = _start([_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)], port,
                     tmp / "mosquitto.log", "mosquitto")

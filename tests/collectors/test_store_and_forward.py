@@ -62,12 +62,7 @@ def _outbox(tmp: Path) -> tuple[int, dict[str, int]]:
 
 
 class Subscriber:
-    """A persistent-session QoS 1 subscriber that acknowledges on receipt.
-
-    (It acknowledges at once on purpose: Mosquitto 2.0.11 does not resend, after a restart,
-    messages it had in flight to a client that had not acknowledged them yet. That is a
-    broker limit for ingest to deal with, not something the edge can see.)
-    """
+    """A persistent-session QoS 1 subscriber that acknowledges on receipt (a witness only)."""
 
     def __init__(self, broker: BrokerConfig) -> None:
         self.payloads: list[bytes] = []

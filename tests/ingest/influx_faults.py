@@ -7,7 +7,8 @@ to the real server:
   - a body over `max_body` bytes        -> 413, nothing written;
   - a body holding a `poison` line      -> 400 naming the line, nothing written (InfluxDB 2 OSS
                                            refuses a whole request on a bad line);
-  - `throttle(n, retry_after)`          -> the next n requests get 429 with Retry-After.
+  - `throttle(n, retry_after)`          -> the next n requests get 429 with Retry-After;
+  - `delay_s`                           -> every write is slow (to be killed in the middle).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Faults:
     poison: str | None = None
     throttled: int = 0
     retry_after: str = "1"
+    delay_s: float = 0.0  # every write takes at least this long (a slow database)
     seen: list[tuple[float, int, int]] = field(default_factory=list)  # (time, bytes, status)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,6 +74,8 @@ def _handler(faults: Faults) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if faults.delay_s:
+                time.sleep(faults.delay_s)
             with faults.lock:
                 throttled = faults.throttled > 0
                 if throttled:
