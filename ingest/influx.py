@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
@@ -39,7 +40,10 @@ METER_MEASUREMENT = "meter"
 
 def line(sample: Sample, measurement: str) -> str:
     """One line of line protocol for a Sample (identifiers need no escaping: see Ident)."""
-    fields = ",".join([f"{q}={v!r}" for q, v in sample.values.items()])
+    # {"q1":1.5,"q2":2.0} -> q1=1.5,q2=2.0 : twice as fast as formatting each float. Safe
+    # because quantity names are [a-z0-9_] (the wire model checks them) and the values are
+    # finite numbers, which orjson writes in a form line protocol reads as a float.
+    fields = orjson.dumps(sample.values)[2:-1].replace(b'":', b"=").replace(b',"', b",").decode()
     return (
         f"{measurement},site={sample.site},device={sample.device},"
         f"quality={sample.quality.value} {fields},seq={sample.seq}i {sample.ts}"

@@ -61,19 +61,26 @@ class IngestMetrics:
             "lingtan_ingest_sink_errors", "Failed writes, by sink", ["sink"], registry=r
         )
         self.batch_size = Histogram(
-            "lingtan_ingest_batch_messages", "Messages per batch", buckets=_SIZE_BUCKETS,
+            "lingtan_ingest_batch_messages",
+            "Messages per batch",
+            buckets=_SIZE_BUCKETS,
             registry=r,
         )
         self.write_seconds = Histogram(
-            "lingtan_ingest_write_seconds", "Time to write a batch durably",
-            buckets=_WRITE_BUCKETS, registry=r,
+            "lingtan_ingest_write_seconds",
+            "Time to write a batch durably",
+            buckets=_WRITE_BUCKETS,
+            registry=r,
         )
         self.lag_seconds = Histogram(
-            "lingtan_ingest_lag_seconds", "From a Sample's time to its durable write",
-            buckets=_LAG_BUCKETS, registry=r,
+            "lingtan_ingest_lag_seconds",
+            "From a Sample's time to its durable write",
+            buckets=_LAG_BUCKETS,
+            registry=r,
         )
         self.pending = Gauge(
-            "lingtan_ingest_pending_messages", "Messages received, not yet acknowledged",
+            "lingtan_ingest_pending_messages",
+            "Messages received, not yet acknowledged",
             registry=r,
         )
 

@@ -121,8 +121,9 @@ class IngestService:
             server, _ = start_http_server(
                 self.cfg.metrics_port, self.cfg.metrics_host, registry=self.metrics.registry
             )
-            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_host,
-                     self.cfg.metrics_port)
+            log.info(
+                "metrics on http://%s:%d/metrics", self.cfg.metrics_host, self.cfg.metrics_port
+            )
         self.consumer.start()
         next_health = time.monotonic() + self.cfg.health_interval_s
         next_prune = time.monotonic()
@@ -184,11 +185,15 @@ class IngestService:
                     derived.append(is_derived)
                     origin.append(m.topic)
                 elif seen is Seen.OUTSIDE:
-                    letters.append(_DeadLetter(
-                        s.site, m.topic,
-                        f"seq {s.seq} of {s.site}/{s.device} is below the dedupe window: "
-                        "a replay cannot be told from a new reading",
-                        encode(s)))
+                    letters.append(
+                        _DeadLetter(
+                            s.site,
+                            m.topic,
+                            f"seq {s.seq} of {s.site}/{s.device} is below the dedupe window: "
+                            "a replay cannot be told from a new reading",
+                            encode(s),
+                        )
+                    )
                 else:
                     duplicates += 1
         refused = self._write_until_durable(fresh, derived, stop)
@@ -201,8 +206,11 @@ class IngestService:
             window.add((s.site, s.device), s.seq)
         self.state.commit_window()
         if not self._dead_letter(letters):
-            log.error("dead letters not confirmed by the broker; %d messages left "
-                      "unacknowledged for redelivery", len(batch))
+            log.error(
+                "dead letters not confirmed by the broker; %d messages left "
+                "unacknowledged for redelivery",
+                len(batch),
+            )
             return
         self.consumer.ack(batch)
         self._account(batch, stored, duplicates, letters, started)
@@ -223,8 +231,13 @@ class IngestService:
                 self.metrics.sink_errors.labels(sink).inc()
                 hint = exc.retry_after_s if isinstance(exc, SinkUnavailable) else None
                 wait = delay if hint is None else min(max(hint, 0.1), 300.0)
-                log.error("%s write failed (%s); %d Samples held, retrying in %.1f s",
-                          sink, exc, len(fresh), wait)
+                log.error(
+                    "%s write failed (%s); %d Samples held, retrying in %.1f s",
+                    sink,
+                    exc,
+                    len(fresh),
+                    wait,
+                )
                 if stop.wait(wait):
                     return None
                 delay = min(delay * 2, 30.0)
@@ -336,8 +349,9 @@ class IngestService:
         cutoff = now_ms() - embedded.retention_days * 86_400_000
         deleted = self.store.prune(cutoff)
         if deleted:
-            log.info("retention: deleted %d points older than %d days", deleted,
-                     embedded.retention_days)
+            log.info(
+                "retention: deleted %d points older than %d days", deleted, embedded.retention_days
+            )
 
     # -- lingtan ingest --check -----------------------------------------------------------------
 
@@ -362,8 +376,7 @@ class IngestService:
         done = threading.Event()
         outcome: list[str] = []
 
-        def on_connect(_c: paho.Client, _u: object, _f: object, reason: object,
-                       _p: object) -> None:
+        def on_connect(_c: paho.Client, _u: object, _f: object, reason: object, _p: object) -> None:
             outcome.append(str(reason))
             done.set()
 
@@ -376,8 +389,9 @@ class IngestService:
         client.loop_start()
         try:
             if not done.wait(timeout_s):
-                return CheckResult("broker", False, f"{self.broker.url}: no CONNACK in "
-                                   f"{timeout_s:.0f} s")
+                return CheckResult(
+                    "broker", False, f"{self.broker.url}: no CONNACK in {timeout_s:.0f} s"
+                )
             ok = outcome[0] == "Success"
             return CheckResult("broker", ok, f"{self.broker.url}: {outcome[0]}")
         finally:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from functools import lru_cache
 
 from telemetry.quantities import Vocabulary
 from telemetry.sample import Sample, WireError, decode
 from telemetry.topics import Topic, TopicKind
+
+# Topics repeat (one per device): parse each once. Failures are not cached.
+_parse_topic = lru_cache(maxsize=65_536)(Topic.parse)
 
 
 class Rejected(ValueError):
@@ -31,7 +35,7 @@ def validate(
 ) -> tuple[Topic, list[Sample]]:
     """Decode and check a message against its topic; raise Rejected naming what is wrong."""
     try:
-        t = Topic.parse(topic)
+        t = _parse_topic(topic)
     except ValueError as exc:
         raise Rejected("invalid", str(exc)) from None
     if t.site not in sites:
@@ -56,7 +60,7 @@ def validate(
                 t.site,
                 f"payload{where}.device={s.device!r} does not match topic device {t.device!r}",
             )
-        unknown = sorted(q for q in s.values if q not in vocabulary)
+        unknown = vocabulary.unknown(s.values)
         if unknown:
             raise Rejected(t.site, f"payload{where}.values: unknown quantities {unknown}")
         if s.ts > now + max_future_ms:

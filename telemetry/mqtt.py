@@ -6,8 +6,8 @@ bounded queue and acknowledges them only when the caller says what they caused i
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import ssl
 import threading
 import time
@@ -118,7 +118,10 @@ class Consumer:
     ) -> None:
         self.broker = broker
         self.subscriptions = list(subscriptions)
-        self._queue: queue.Queue[Message] = queue.Queue(maxsize=max_pending)
+        # Handed from the paho thread to the caller in whole batches: one wake-up per batch.
+        self._buffer: collections.deque[Message] = collections.deque()
+        self._cond = threading.Condition()
+        self._wanted = 1
         self.max_pending = max_pending
         self._stopping = threading.Event()
         self.connected = threading.Event()
@@ -132,9 +135,7 @@ class Consumer:
 
     def start(self) -> None:
         """Connect in the background."""
-        connect_async(
-            self.client, self.broker, persistent=True, receive_maximum=self.max_pending
-        )
+        connect_async(self.client, self.broker, persistent=True, receive_maximum=self.max_pending)
 
     def stop(self) -> None:
         """Disconnect; unacknowledged messages stay with the broker's session."""
@@ -171,36 +172,39 @@ class Consumer:
         m = Message(
             msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain), self.connection
         )
-        while not self._stopping.is_set():
-            try:
-                self._queue.put(m, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        with self._cond:
+            while len(self._buffer) >= self.max_pending and not self._stopping.is_set():
+                self._cond.wait(0.5)  # full (MQTT 3.1.1 has no Receive Maximum): stop reading
+            self._buffer.append(m)
+            # wake the caller only when its batch is complete (or it waits for a first message)
+            if len(self._buffer) >= self._wanted:
+                self._cond.notify()
 
     def get_batch(self, max_messages: int, max_wait_s: float) -> list[Message]:
         """Up to `max_messages`, waiting at most `max_wait_s` after the first one arrives."""
-        try:
-            first = self._queue.get(timeout=max_wait_s)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + max_wait_s
-        while len(batch) < max_messages:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(
-                    self._queue.get(timeout=max(0.0, remaining))
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
+        buf = self._buffer
+        with self._cond:
+            if not buf:
+                self._wanted = 1
+                self._cond.wait(max_wait_s)
+                if not buf:
+                    return []
+            deadline = time.monotonic() + max_wait_s
+            self._wanted = max_messages
+            while len(buf) < max_messages:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            self._wanted = 1
+            n = min(max_messages, len(buf))
+            batch = [buf.popleft() for _ in range(n)]
+            self._cond.notify_all()  # room again for a blocked paho thread
         return batch
 
     def pending(self) -> int:
         """Messages received and not yet taken by the caller."""
-        return self._queue.qsize()
+        return len(self._buffer)
 
     def ack(self, messages: Sequence[Message]) -> None:
         """Acknowledge messages whose effects are durable (in the order received)."""

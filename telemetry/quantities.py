@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from functools import cache
 from importlib import resources
@@ -89,6 +90,12 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self._by_name)
+
+    def unknown(self, names: Iterable[str]) -> list[str]:
+        """The names not in the vocabulary, sorted (fast when there are none)."""
+        if isinstance(names, dict) and names.keys() <= self._by_name.keys():
+            return []
+        return sorted(set(names) - self._by_name.keys())
 
     def names(self) -> list[str]:
         """All quantity names, sorted."""
