@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,3 +98,61 @@ def test_nothing_is_acknowledged_while_the_database_is_down(
     assert [r[1] for r in store.query("s1", "m1", "active_power_kw")] == [0, 1, 2, 3, 4]
     [series] = victoria.export('{__name__="meter_active_power_kw"}')
     assert sorted(series["values"]) == [0, 1, 2, 3, 4]  # type: ignore[arg-type]
+
+
+def _shared(tmp: Path, name: str, url: str) -> IngestConfig:
+    return IngestConfig(client_id=name, share_group="ingest", batch_wait_s=0.1,
+                        influxdb=InfluxConfig(url=url), state_path=tmp / f"{name}.state")
+
+
+def test_a_shared_subscription_splits_the_load_and_keeps_an_absent_members_share(
+        tmp_path: Path, broker: BrokerConfig, victoria: VictoriaMetrics) -> None:
+    a = IngestService(SITE, broker, _shared(tmp_path, "ingest-a", victoria.url))
+    b = IngestService(SITE, broker, _shared(tmp_path, "ingest-b", victoria.url))
+    with running(a), running(b):
+        publish(broker, [("lingtan/v1/s1/m1/sample", _sample(i)) for i in range(100)])
+        wait_until(lambda: a.stats.samples_stored + b.stats.samples_stored == 100, 20,
+                   "100 Samples between the two")
+    assert a.stats.samples_stored > 0
+    assert b.stats.samples_stored > 0  # both took a share
+    # b goes away; its persistent session keeps receiving its share of the group's messages
+    a2 = IngestService(SITE, broker, _shared(tmp_path, "ingest-a", victoria.url))
+    with running(a2):
+        publish(broker, [("lingtan/v1/s1/m1/sample", _sample(i)) for i in range(100, 200)])
+        wait_until(lambda: a2.stats.samples_stored >= 40, 20, "a's share")
+    b2 = IngestService(SITE, broker, _shared(tmp_path, "ingest-b", victoria.url))
+    with running(b2):  # ... and gets it when it comes back
+        wait_until(lambda: a2.stats.samples_stored + b2.stats.samples_stored == 100, 20,
+                   "b's share after it came back")
+    [series] = victoria.export('{__name__="meter_active_power_kw"}')
+    assert sorted(series["values"]) == list(range(200))  # type: ignore[arg-type]
+
+
+def test_self_metrics_for_prometheus_and_as_samples(
+        tmp_path: Path, broker: BrokerConfig) -> None:
+    port = free_port()
+    cfg = IngestConfig(client_id="t-ingest", batch_wait_s=0.1, metrics_port=port,
+                       health_interval_s=0.5, sqlite=SqliteConfig(path=tmp_path / "ts.sqlite"),
+                       state_path=tmp_path / "state.sqlite")
+    svc = IngestService(SITE, broker, cfg)
+    with running(svc):
+        publish(broker, [("lingtan/v1/s1/m1/sample", _sample(i)) for i in (0, 1, 1)]
+                + [("lingtan/v1/s1/m1/sample", b"[]")])
+        wait_until(lambda: svc.stats.messages == 4, 10, "four messages")
+        store = SqliteStore(tmp_path / "ts.sqlite")
+        # its own figures come back through the broker and are stored like any device's
+        def duplicates_reported() -> bool:
+            latest = store.latest("s1", "ingest-t-ingest", "ingest_duplicates_count")
+            return latest is not None and latest[1] == 1.0
+
+        wait_until(duplicates_reported, 20, "a self-metric Sample counting the duplicate")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    metrics = {ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in text.decode().splitlines()
+               if ln and not ln.startswith("#")}
+    assert metrics["lingtan_ingest_duplicates_total"] == 1
+    assert metrics['lingtan_ingest_rejected_total{reason="payload"}'] == 1
+    assert metrics["lingtan_ingest_samples_written_total"] >= 2
+    assert metrics["lingtan_ingest_lag_seconds_count"] >= 2
+    latest = store.latest("s1", "ingest-t-ingest", "ingest_rejected_count")
+    assert latest is not None
+    assert latest[1] == 1.0
