@@ -34,6 +34,7 @@ test: $(STAMP) servers lint typecheck
 bench: $(STAMP) servers
 	$(BIN)/python bench/wire.py
 	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
