@@ -126,6 +126,7 @@ class Consumer:
         self._stopping = threading.Event()
         self.connected = threading.Event()
         self.connection = 0  # incremented on every successful connect
+        self.received = 0  # messages received since start
         self.stale_acks = 0
         self.client = make_client(broker, client_id, persistent=True, manual_ack=True)
         self.client.on_connect = self._on_connect
@@ -172,6 +173,7 @@ class Consumer:
         m = Message(
             msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain), self.connection
         )
+        self.received += 1
         with self._cond:
             while len(self._buffer) >= self.max_pending and not self._stopping.is_set():
                 self._cond.wait(0.5)  # full (MQTT 3.1.1 has no Receive Maximum): stop reading

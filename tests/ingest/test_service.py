@@ -100,6 +100,23 @@ def test_nothing_is_acknowledged_while_the_database_is_down(
     assert sorted(series["values"]) == [0, 1, 2, 3, 4]  # type: ignore[arg-type]
 
 
+def test_while_the_database_is_down_ingest_holds_no_more_than_max_pending(
+        tmp_path: Path, broker: BrokerConfig, victoria: VictoriaMetrics) -> None:
+    down = InfluxConfig(url=f"http://127.0.0.1:{free_port()}", timeout_s=1)
+    svc = IngestService(SITE, broker, _cfg(tmp_path, down).model_copy(update={"max_pending": 10}))
+    with running(svc):
+        publish(broker, [("lingtan/v1/s1/m1/sample", _sample(i)) for i in range(50)])
+        wait_until(lambda: svc.stats.sink_failures >= 3, 20, "writes to fail")
+        # MQTT 5 Receive Maximum: the broker sent 10 and holds the other 40
+        assert svc.consumer.received == 10
+    up = InfluxConfig(url=victoria.url, timeout_s=5)
+    svc2 = IngestService(SITE, broker, _cfg(tmp_path, up))
+    with running(svc2):
+        wait_until(lambda: svc2.stats.samples_stored == 50, 20, "all 50 after the database is back")
+    assert [r[1] for r in SqliteStore(tmp_path / "ts.sqlite").query(
+        "s1", "m1", "active_power_kw")] == list(range(50))  # in order, once
+
+
 def _shared(tmp: Path, name: str, url: str) -> IngestConfig:
     return IngestConfig(client_id=name, share_group="ingest", batch_wait_s=0.1,
                         influxdb=InfluxConfig(url=url), state_path=tmp / f"{name}.state")
