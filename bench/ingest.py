@@ -9,11 +9,11 @@ Messages: one Sample each, --values values (20-50), from --devices devices.
   3. ingest -> VictoriaMetrics: ingest drains the same backlog (validate, dedupe, write,
      acknowledge), every value durably written before the acknowledgement;
   4. ingest -> embedded SQLite: the same;
-  5. latency: a publisher at --rate messages/s for --seconds; from each Sample's time (set when
+  5. latency: a publisher at each --rate messages/s for --seconds; from each Sample's time (set when
      published) to its durable write: p50, p99.
 Figures: values/s (and the ratio to the baselines). Target: >= 200,000 values/s, p99 < 1 s.
 
-    python bench/ingest.py [--messages 20000] [--values 40] [--rate 1000] [--seconds 10]
+    python bench/ingest.py [--messages 20000] [--values 40] [--rate 1000 5000] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -179,13 +179,13 @@ def ingest_drain(port: int, tmp: Path, name: str, influx: str | None, messages: 
     return elapsed, cpu
 
 
-def ingest_latency(port: int, tmp: Path, influx: str, rate: float, seconds: float,
+def ingest_latency(port: int, tmp: Path, name: str, influx: str, rate: float, seconds: float,
                    devices: int, values: int) -> list[float]:
     """Milliseconds from each Sample's time to its durable write, under a steady load."""
     from ingest.service import IngestService
 
     lags: list[float] = []
-    svc = _service(port, tmp, "bench-latency", influx)
+    svc = _service(port, tmp, name, influx)
     assert isinstance(svc, IngestService)
     account = svc._account
 
@@ -213,7 +213,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--values", type=int, default=40)
     ap.add_argument("--devices", type=int, default=200)
-    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--rate", type=float, nargs="+", default=[1000.0, 5000.0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--publish", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -239,9 +239,11 @@ def main() -> None:
             _session(port, "bench-sqlite")
             _fill(port, n, args.devices, v)
             sq_s, sq_cpu = ingest_drain(port, tmp, "bench-sqlite", None, n, v)
-            lags = ingest_latency(port, tmp, vm.url, args.rate, args.seconds, args.devices, v)
+            latency = {rate: ingest_latency(port, tmp, f"bench-latency-{rate:.0f}", vm.url, rate,
+                                            args.seconds, args.devices, v)
+                       for rate in args.rate}
 
-    def pct(p: float) -> float:
+    def pct(lags: list[float], p: float) -> float:
         return lags[min(len(lags) - 1, int(p * len(lags)))]
 
     rows = {
@@ -256,9 +258,10 @@ def main() -> None:
         print(f"  {name:<28} {rate:>12,.0f}   {rate / rows['raw paho QoS 1 (drain)']:>5.2f}x")
     print(f"  ingest CPU: {1e6 * vm_cpu / (n * v):.2f} us/value to VM, "
           f"{1e6 * sq_cpu / (n * v):.2f} us/value to SQLite (this process, all threads)")
-    print(f"latency sample time -> durable write at {args.rate:.0f} msg/s "
-          f"({args.rate * v:,.0f} values/s) for {args.seconds:.0f} s: "
-          f"p50 {pct(0.5):.0f} ms, p99 {pct(0.99):.0f} ms, max {lags[-1]:.0f} ms")
+    for rate, lags in latency.items():
+        print(f"latency sample time -> durable write at {rate:.0f} msg/s "
+              f"({rate * v:,.0f} values/s) for {args.seconds:.0f} s: "
+              f"p50 {pct(lags, 0.5):.0f} ms, p99 {pct(lags, 0.99):.0f} ms, max {lags[-1]:.0f} ms")
     print("target: >= 200,000 values/s per ingest process; p99 < 1000 ms")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
@@ -266,8 +269,8 @@ def main() -> None:
         "messages": n, "values_per_message": v, "devices": args.devices,
         "values_per_s": rows,
         "cpu_us_per_value": {"vm": 1e6 * vm_cpu / (n * v), "sqlite": 1e6 * sq_cpu / (n * v)},
-        "latency_ms": {"rate_msg_s": args.rate, "p50": pct(0.5), "p99": pct(0.99),
-                       "max": lags[-1]},
+        "latency_ms": [{"rate_msg_s": rate, "p50": pct(lags, 0.5), "p99": pct(lags, 0.99),
+                        "max": lags[-1]} for rate, lags in latency.items()],
     }, indent=2))
 
 
