@@ -99,7 +99,7 @@ listener {port} 127.0.0.1
 allow_anonymous true
 persistence false
 max_queued_messages 0
-max_inflight_messages 0
+max_inflight_messages 100
 log_dest stdout
 log_type error
 log_type warning
