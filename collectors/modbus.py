@@ -1,8 +1,8 @@
 """Modbus reads with pymodbus' async clients — read function codes only, by construction.
 
 The client objects never leave this module, and the only requests it can build are FC 1 (read
-coils), FC 2 (read discrete inputs), FC 3 (read holding registers) and FC 4 (read input
-registers). One Reader per transport: every unit id
+coils), FC 2 (read discrete inputs), FC 3 (read holding registers), FC 4 (read input
+registers) and FC 43/14 (read device identification). One Reader per transport: every unit id
 behind a gateway or on a serial line shares its connection, one request at a time.
 """
 
@@ -137,9 +137,77 @@ class ModbusReader:
             raise ReadError(f"{self.name} unit {unit_id}: {r!r} returned {len(words)} registers")
         return words
 
+    async def identify(self, unit_id: int) -> dict[str, str]:
+        """FC 43/14 (Read Device Identification): vendor, product code, revision and the rest.
+
+        Asks for the regular objects (read code 2), which include the basic ones; a device that
+        answers only read code 1 is asked for the basic ones. ReadError if it supports neither.
+        """
+        async with self._lock:
+            await self._connect()
+            errors = []
+            for read_code in (2, 1):
+                self.requests += 1
+                try:
+                    rsp = await asyncio.wait_for(
+                        self._client.read_device_information(
+                            read_code=read_code, object_id=0, device_id=unit_id
+                        ),
+                        self.timeout_s * 2,
+                    )
+                except (ModbusException, OSError, TimeoutError) as exc:
+                    self._client.close()
+                    raise ReadError(
+                        f"{self.name} unit {unit_id}: device identification failed: "
+                        f"{exc or type(exc).__name__}"
+                    ) from None
+                if rsp.isError():
+                    errors.append(getattr(rsp, "exception_code", "?"))
+                    continue
+                info: dict[int, Any] = getattr(rsp, "information", {})
+                return {
+                    IDENTITY_OBJECTS.get(k, f"object_0x{k:02x}"): _text(v)
+                    for k, v in sorted(info.items())
+                }
+            raise ReadError(
+                f"{self.name} unit {unit_id}: device identification (FC 43/14) not supported "
+                f"(exception codes {errors})"
+            )
+
     def close(self) -> None:
         """Drop the connection."""
         self._client.close()
+
+
+# Modbus Application Protocol V1.1b3, 6.21: object ids of Read Device Identification
+IDENTITY_OBJECTS = {
+    0x00: "vendor_name",
+    0x01: "product_code",
+    0x02: "revision",
+    0x03: "vendor_url",
+    0x04: "product_name",
+    0x05: "model_name",
+    0x06: "user_application_name",
+}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):  # an object sent in several parts
+        return "".join(_text(v) for v in value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace").strip("\x00 ")
+    return str(value)
+
+
+async def identify_once(
+    transport: TcpTransport | SerialTransport, unit_id: int, timeout_s: float
+) -> dict[str, str]:
+    """Read a device's identification once (for `lingtan poll --identify`)."""
+    reader = ModbusReader(transport, timeout_s=timeout_s)
+    try:
+        return await reader.identify(unit_id)
+    finally:
+        reader.close()
 
 
 async def resolve(reader: ModbusReader, unit_id: int, profile: AnyProfile) -> Profile:

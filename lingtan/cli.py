@@ -99,6 +99,9 @@ def poll(  # noqa: PLR0917 - typer maps each parameter to an option
     parity: Annotated[str, typer.Option(help="serial parity: N, E or O")] = "N",
     unit: Annotated[int, typer.Option(help="Modbus unit id")] = 1,
     timeout: Annotated[float, typer.Option(help="seconds per request")] = 2.0,
+    identify: Annotated[
+        bool, typer.Option(help="also ask for vendor, product and revision (FC 43/14)")
+    ] = False,
 ) -> None:
     """Read one device once and print its decoded values as JSON.
 
@@ -108,7 +111,7 @@ def poll(  # noqa: PLR0917 - typer maps each parameter to an option
     from pydantic import ValidationError
 
     from collectors.config import DeviceConfig, SerialTransport, TcpTransport, device_profile
-    from collectors.modbus import ReadError, read_once
+    from collectors.modbus import ReadError, identify_once, read_once
     from collectors.profile import load_profile
     from telemetry.timeutil import now_ms
 
@@ -156,6 +159,12 @@ def poll(  # noqa: PLR0917 - typer maps each parameter to an option
         "ts": now_ms(),
         "values": values,
     }
+    if identify:
+        # Many meters do not implement FC 43/14: say so beside the values, do not fail.
+        try:
+            body["identity"] = asyncio.run(identify_once(dev.transport, dev.unit_id, dev.timeout_s))
+        except ReadError as exc:
+            body["identity_error"] = str(exc)
     if site is not None:
         body = {"site": site, **body}
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from pymodbus import ModbusDeviceIdentification
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
-from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
 from collectors.codec import encode_number
+from collectors.modbus import IDENTITY_OBJECTS
 from collectors.profile import Profile
 
 ValueSource = Callable[[float], dict[str, float]]
@@ -91,6 +93,9 @@ class Served:
     words: tuple[int, ...]
 
 
+_FC_DEVICE_ID = 43
+
+
 class SimulatedMeter:
     """Serves `profile` on a loopback TCP port; values from `source(epoch_seconds)`."""
 
@@ -102,7 +107,9 @@ class SimulatedMeter:
         unit_id: int = 1,
         clock: Callable[[], float] = time.time,
         rtu_over_tcp: bool = False,
+        identity: dict[str, str] | None = None,
     ) -> None:
+        self.identity = identity
         self.framer = FramerType.RTU if rtu_over_tcp else FramerType.SOCKET
         self.profile = profile
         self.source = source
@@ -122,8 +129,18 @@ class SimulatedMeter:
             simdata=SimData(address=0, count=self._size, values=0, datatype=SimType.REGISTERS),
             action=self._action,
         )
+        ident = None
+        if self.identity is not None:
+            ids = {name: i for i, name in IDENTITY_OBJECTS.items()}
+            ident = ModbusDeviceIdentification(  # type: ignore[no-untyped-call]
+                info={ids[k]: v.encode() for k, v in self.identity.items()}
+            )
         self._server = ModbusTcpServer(
-            device, address=(host, port), trace_pdu=self._trace, framer=self.framer
+            device,
+            address=(host, port),
+            trace_pdu=self._trace,
+            framer=self.framer,
+            identity=ident,
         )
         await self._server.serve_forever(background=True)
         sockets = getattr(self._server.transport, "sockets", None) or []
@@ -139,6 +156,12 @@ class SimulatedMeter:
     def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         if not sending:
             self.function_codes.append(pdu.function_code)
+        elif pdu.function_code == _FC_DEVICE_ID and self.identity is None:
+            # like most meters: no Read Device Identification
+            refusal = ExceptionResponse(_FC_DEVICE_ID, ExcCodes.ILLEGAL_FUNCTION)
+            refusal.transaction_id = pdu.transaction_id
+            refusal.dev_id = pdu.dev_id
+            return refusal
         return pdu
 
     async def _action(  # noqa: PLR0917 - pymodbus calls it positionally

@@ -149,6 +149,44 @@ async def test_lingtan_poll_without_a_config() -> None:
     assert isinstance(body["ts"], int)
 
 
+IDENTITY = {"vendor_name": "Eastron", "product_code": "SDM630-Modbus V2", "revision": "1.7",
+            "model_name": "SDM630"}
+
+
+async def test_device_identification_is_read_with_fc_43_14_only() -> None:
+    meter = SimulatedMeter(register_map("eastron-sdm630"), lambda _t: dict(READINGS),
+                           identity=IDENTITY)
+    port = await meter.start()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lingtan", "poll", "--profile", "eastron-sdm630", "--host",
+            "127.0.0.1", "--port", str(port), "--identify",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, errs = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await meter.stop()
+    assert proc.returncode == 0, errs.decode()
+    body = json.loads(out)
+    assert body["values"] == READINGS
+    assert {k: body["identity"][k] for k in IDENTITY} == IDENTITY
+    assert set(meter.function_codes) == {4, 43}  # reads and identification, nothing else
+
+
+async def test_a_meter_without_identification_still_reads() -> None:
+    meter = SimulatedMeter(register_map("eastron-sdm630"), lambda _t: dict(READINGS))
+    port = await meter.start()
+    reader = ModbusReader(TcpTransport(host="127.0.0.1", port=port), timeout_s=2)
+    try:
+        with pytest.raises(ReadError, match="identification"):
+            await reader.identify(1)
+        values = register_map("eastron-sdm630").decode(
+            await reader.read(1, register_map("eastron-sdm630").plan()))
+    finally:
+        reader.close()
+        await meter.stop()
+    assert values == READINGS
+
+
 async def test_rtu_over_a_serial_line() -> None:
     from pymodbus.server import ModbusSerialServer
     from pymodbus.simulator import DataType as SimType
