@@ -339,6 +339,8 @@ class IngestService:
         )
 
     def _publish_health(self) -> None:
+        if not self.consumer.connected.is_set():
+            return  # not queued in memory while the broker is away; the next one catches up
         s = self.health_sample()
         self.consumer.publish(topics.sample(s.site, s.device), encode(s))
 

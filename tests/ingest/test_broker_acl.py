@@ -25,6 +25,7 @@ from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.mqtt import make_client
 from telemetry.sample import Sample, encode
 from telemetry.timeutil import now_ms
+from tests.ingest.harness import running
 from tests.ingest.tls_broker import TlsBroker, shipped_settings, tls_broker
 from tests.servers import wait_until
 
@@ -123,20 +124,6 @@ def client(broker: BrokerConfig, subscribe: str | None = None) -> Iterator[Clien
         c.stop()
 
 
-@contextmanager
-def running(service: IngestService) -> Iterator[IngestService]:
-    """Ingest's run(stop) in a thread for the duration of the block."""
-    stop = threading.Event()
-    t = threading.Thread(target=service.run, args=(stop,), name="ingest-under-test")
-    t.start()
-    try:
-        yield service
-    finally:
-        stop.set()
-        t.join(30)
-        assert not t.is_alive()
-
-
 @pytest.fixture
 def tls(tmp_path: Path) -> Iterator[TlsBroker]:
     """The shipped broker, with edge box 1 of site-a added by add-edge.sh."""
@@ -176,7 +163,7 @@ def test_site_a_credential_cannot_get_a_sample_into_site_b(
     try:
         with client(tls.config(OBSERVER), "#") as observer, \
                 client(tls.config(INGEST), "lingtan/v1/+/+/sample") as ingest_eye, \
-                running(svc), client(tls.config(EDGE)) as edge:
+                running(svc, connected=False), client(tls.config(EDGE)) as edge:
             _wait_subscribed(reader)
             assert reader.query("site-a", cfg.self_device, "ingest_messages_count")
 
@@ -217,8 +204,8 @@ def test_ingest_publishes_dead_letters_under_the_shipped_acl(tmp_path: Path,
     svc = IngestService(SITE_A, tls.config(INGEST), cfg, base_dir=tmp_path)
     reader = SqliteStore(tmp_path / "ts.sqlite")
     try:
-        with client(tls.config(OBSERVER), "lingtan/v1/+/deadletter") as dead, running(svc), \
-                client(tls.config(EDGE)) as edge:
+        with client(tls.config(OBSERVER), "lingtan/v1/+/deadletter") as dead, \
+                running(svc, connected=False), client(tls.config(EDGE)) as edge:
             _wait_subscribed(reader)
             assert not edge.publish(topics.sample("site-a", "meter-1"), b"{not json").is_failure
             wait_until(lambda: dead.topics_seen() == [topics.deadletter("site-a")], WAIT_S,

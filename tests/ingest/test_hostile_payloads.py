@@ -5,7 +5,6 @@ None crashes ingest; each is dead-lettered with a reason; nothing of it is store
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import orjson
@@ -20,6 +19,7 @@ from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.quantities import vocabulary
 from telemetry.sample import MAX_PAYLOAD_BYTES
 from telemetry.timeutil import now_ms
+from tests.ingest.harness import running
 from tests.mqtt_helpers import collect, publish
 from tests.servers import wait_until
 
@@ -115,20 +115,11 @@ def test_ingest_dead_letters_every_hostile_payload(tmp_path_factory: pytest.Temp
                        sqlite=SqliteConfig(path=tmp / "ts.sqlite"),
                        state_path=tmp / "state.sqlite")
     svc = IngestService(SiteInfo(id="s1"), broker, cfg)
-    stop = threading.Event()
-    t = threading.Thread(target=svc.run, args=(stop,), name="ingest-under-test")
     good = orjson.dumps(_good())
-    with collect(broker, "lingtan/v1/s1/deadletter") as dead:
-        t.start()
-        try:
-            assert svc.consumer.wait_connected(10)
-            publish(broker, [(TOPIC, p) for p in payloads] + [(TOPIC, good)])
-            wait_until(lambda: svc.stats.messages == len(payloads) + 1, 30, "every message")
-            wait_until(lambda: len(dead.payloads()) == len(payloads), 30, "every dead letter")
-        finally:
-            stop.set()
-            t.join(20)
-    assert not t.is_alive()
+    with collect(broker, "lingtan/v1/s1/deadletter") as dead, running(svc):
+        publish(broker, [(TOPIC, p) for p in payloads] + [(TOPIC, good)])
+        wait_until(lambda: svc.stats.messages == len(payloads) + 1, 30, "every message")
+        wait_until(lambda: len(dead.payloads()) == len(payloads), 30, "every dead letter")
     assert svc.stats.samples_stored == 1  # the good one, after all the hostile ones
     letters = [orjson.loads(p) for p in dead.payloads()]
     assert all(d["reason"] and d["topic"] == TOPIC for d in letters)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import orjson
@@ -20,6 +19,7 @@ from ingest.service import IngestService
 from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.sample import Sample, decode
 from telemetry.timeutil import now_ms
+from tests.ingest.harness import running
 from tests.ingest.influx_faults import influx_faults
 from tests.mqtt_helpers import collect, publish
 from tests.servers import VictoriaMetrics, free_port, wait_until
@@ -89,14 +89,6 @@ def _ingest(tmp: Path, url: str) -> IngestConfig:
                         state_path=tmp / "state.sqlite")
 
 
-def _run(svc: IngestService) -> tuple[threading.Event, threading.Thread]:
-    stop = threading.Event()
-    t = threading.Thread(target=svc.run, args=(stop,), name="ingest-under-test")
-    t.start()
-    assert svc.consumer.wait_connected(10)
-    return stop, t
-
-
 def test_ingest_honours_retry_after_and_dead_letters_refused_samples(
         tmp_path: Path, broker: BrokerConfig, victoria: VictoriaMetrics) -> None:
     now = now_ms()
@@ -108,15 +100,11 @@ def test_ingest_honours_retry_after_and_dead_letters_refused_samples(
         faults.poison = "device=bad"
         faults.throttle(2, "2")
         svc = IngestService(SITE, broker, _ingest(tmp_path, url))
-        stop, t = _run(svc)
-        try:
+        with running(svc):
             publish(broker, [(f"lingtan/v1/s1/{s.device}/sample", orjson.dumps(
                 s.model_dump(mode="json"))) for s in [*good, bad]])
             wait_until(lambda: svc.stats.samples_stored == 20, 30, "20 Samples stored")
             wait_until(lambda: len(dead.payloads()) == 1, 10, "the refused Sample dead-lettered")
-        finally:
-            stop.set()
-            t.join(20)
         seen = list(faults.seen)
     statuses = [s for _, _, s in seen]
     assert statuses[:2] == [429, 429]

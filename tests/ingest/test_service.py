@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -16,6 +13,7 @@ from ingest.service import IngestService
 from ingest.sqlite_store import SqliteStore
 from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.timeutil import now_ms
+from tests.ingest.harness import running
 from tests.mqtt_helpers import collect, publish
 from tests.servers import VictoriaMetrics, free_port, wait_until
 
@@ -28,20 +26,6 @@ def _sample(seq: int, device: str = "m1", **kw: object) -> bytes:
             "values": {"active_power_kw": float(seq)}}
     body.update(kw)
     return orjson.dumps(body)
-
-
-@contextmanager
-def running(service: IngestService) -> Iterator[IngestService]:
-    stop = threading.Event()
-    t = threading.Thread(target=service.run, args=(stop,), name="ingest-under-test")
-    t.start()
-    try:
-        assert service.consumer.wait_connected(10)
-        yield service
-    finally:
-        stop.set()
-        t.join(20)
-        assert not t.is_alive()
 
 
 def _cfg(tmp: Path, influx: InfluxConfig | None = None) -> IngestConfig:
