@@ -32,6 +32,13 @@ class MeterConfig(BaseModel):
     quantity: str | None = None
     # The value at which the device's counter register wraps to zero, in the quantity's unit.
     counter_max: Annotated[float, Field(gt=0)] | None = None
+    # The most power the meter can see (its rating, e.g. CT ratio x voltage): a step of the
+    # counter implying more is a spike, held out of the totals until the next reading tells a
+    # glitch from a jump. Unset: no spike check.
+    max_power_kw: Annotated[float, Field(gt=0)] | None = None
+    # Silence longer than this is a gap: the energy across it is spread by time and flagged
+    # estimated.
+    gap_s: Annotated[float, Field(gt=0)] = 900.0
 
     @model_validator(mode="after")
     def _counter(self) -> MeterConfig:

@@ -12,12 +12,16 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meter_state (
     site TEXT NOT NULL, device TEXT NOT NULL, quantity TEXT NOT NULL,
     last_seq INTEGER NOT NULL, last_ts INTEGER NOT NULL, last_value REAL NOT NULL,
+    -- a reading held as a possible spike, until the next one decides
+    held_ts INTEGER, held_value REAL,
     PRIMARY KEY (site, device, quantity)
 );
 -- energy per meter per 15-minute UTC interval
 CREATE TABLE IF NOT EXISTS meter_interval (
     site TEXT NOT NULL, device TEXT NOT NULL, role TEXT NOT NULL,
     start_ms INTEGER NOT NULL, energy_kwh REAL NOT NULL,
+    -- the part of energy_kwh spread across a gap in the readings
+    estimated_kwh REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (site, device, start_ms)
 );
 -- site figures per 15-minute UTC interval; version/published_version make it its own outbox
@@ -39,13 +43,23 @@ CREATE TABLE IF NOT EXISTS derived_seq (site TEXT PRIMARY KEY, last INTEGER NOT 
 """
 
 
+# Columns added after the first ledgers were written: (table, column, declaration).
+_MIGRATIONS = [
+    ("meter_state", "held_ts", "INTEGER"),
+    ("meter_state", "held_value", "REAL"),
+    ("meter_interval", "estimated_kwh", "REAL NOT NULL DEFAULT 0"),
+]
+
+
 @dataclass(frozen=True)
 class MeterState:
-    """The last reading of a counter that was accounted for."""
+    """The baseline reading of a counter, and a reading held as a possible spike."""
 
-    seq: int
-    ts: int
-    value: float
+    seq: int  # the newest seq seen (a redelivery is at or below it)
+    ts: int  # the baseline reading's time
+    value: float  # the baseline reading
+    held_ts: int | None = None
+    held_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,10 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        for table, column, decl in _MIGRATIONS:
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -96,29 +114,35 @@ class Ledger:
     def meter_state(self, site: str, device: str, quantity: str) -> MeterState | None:
         """Last accounted reading of a counter."""
         row = self._db.execute(
-            "SELECT last_seq, last_ts, last_value FROM meter_state "
+            "SELECT last_seq, last_ts, last_value, held_ts, held_value FROM meter_state "
             "WHERE site=? AND device=? AND quantity=?",
             (site, device, quantity),
         ).fetchone()
-        return None if row is None else MeterState(int(row[0]), int(row[1]), float(row[2]))
+        if row is None:
+            return None
+        return MeterState(int(row[0]), int(row[1]), float(row[2]), row[3], row[4])
 
     def set_meter_state(self, site: str, device: str, quantity: str, st: MeterState) -> None:
         """Move a counter's baseline."""
         self._db.execute(
-            "INSERT INTO meter_state VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(site, device, quantity) "
-            "DO UPDATE SET last_seq=excluded.last_seq, last_ts=excluded.last_ts, "
-            "last_value=excluded.last_value",
-            (site, device, quantity, st.seq, st.ts, st.value),
+            "INSERT INTO meter_state(site, device, quantity, last_seq, last_ts, last_value, "
+            "held_ts, held_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(site, device, quantity) DO UPDATE SET last_seq=excluded.last_seq, "
+            "last_ts=excluded.last_ts, last_value=excluded.last_value, "
+            "held_ts=excluded.held_ts, held_value=excluded.held_value",
+            (site, device, quantity, st.seq, st.ts, st.value, st.held_ts, st.held_value),
         )
 
     def add_meter_energy(
-        self, site: str, device: str, role: str, start_ms: int, kwh: float
+        self, site: str, device: str, role: str, start_ms: int, kwh: float, *, estimated: bool
     ) -> None:
-        """Add energy to a meter's interval."""
+        """Add energy to a meter's interval (`estimated`: spread across a gap)."""
         self._db.execute(
-            "INSERT INTO meter_interval VALUES (?, ?, ?, ?, ?) ON CONFLICT(site, device, start_ms) "
-            "DO UPDATE SET energy_kwh = energy_kwh + excluded.energy_kwh",
-            (site, device, role, start_ms, kwh),
+            "INSERT INTO meter_interval(site, device, role, start_ms, energy_kwh, estimated_kwh) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(site, device, start_ms) DO UPDATE SET "
+            "energy_kwh = energy_kwh + excluded.energy_kwh, "
+            "estimated_kwh = estimated_kwh + excluded.estimated_kwh",
+            (site, device, role, start_ms, kwh, kwh if estimated else 0.0),
         )
 
     def add_site_grid_import(
@@ -161,6 +185,14 @@ class Ledger:
                 (site, device),
             )
         ]
+
+    def estimated_kwh(self, site: str, device: str) -> float:
+        """Energy of a meter spread across gaps (estimated), all intervals."""
+        row = self._db.execute(
+            "SELECT coalesce(sum(estimated_kwh), 0) FROM meter_interval WHERE site=? AND device=?",
+            (site, device),
+        ).fetchone()
+        return float(row[0])
 
     def site_intervals(
         self, site: str, start_ms: int = 0, end_ms: int = 2**62

@@ -118,3 +118,81 @@ def test_a_pinned_factor_that_does_not_exist_is_a_config_error(tmp_path: Path) -
     cfg = RulesConfig(grid_factor="nope", meters=[])
     with pytest.raises(ValueError, match=r"rules\.grid_factor: no factor 'nope'"):
         Engine(SITE, cfg, Ledger(tmp_path / "l.sqlite"), FactorLibrary.load())
+
+
+def _rated(tmp_path: Path, max_power_kw: float | None = None, gap_s: float = 900) -> Engine:
+    cfg = RulesConfig(meters=[MeterConfig(device="grid", role=Role.GRID_IMPORT,
+                                          max_power_kw=max_power_kw, gap_s=gap_s)])
+    return Engine(SITE, cfg, Ledger(tmp_path / "ledger.sqlite"), FactorLibrary.load())
+
+
+def _total(e: Engine) -> float:
+    return sum(k for _, k in e.ledger.meter_intervals("plant-a", "grid"))
+
+
+def test_a_one_reading_glitch_is_held_out_and_the_energy_around_it_kept(tmp_path: Path) -> None:
+    # rating 100 kW: at most 100 kWh/h = 1.667 kWh a minute
+    e = _rated(tmp_path, max_power_kw=100)
+    _apply(e, _read(0, T0, 100.0), _read(1, T0 + 60_000, 101.0),
+           _read(2, T0 + 120_000, 99_999.0),       # 99898 kWh in a minute: a spike
+           _read(3, T0 + 180_000, 103.0))          # continues from 101: the spike was a glitch
+    # counted: 100 -> 101 (1 kWh) and 101 -> 103 over the two minutes around the glitch (2 kWh)
+    assert _total(e) == pytest.approx(3.0)
+    kinds = [ev.kind for ev in e.ledger.events("plant-a")]
+    assert kinds == ["spike", "spike"]
+    assert "held out of the totals" in e.ledger.events("plant-a")[0].detail
+    assert "was a glitch" in e.ledger.events("plant-a")[1].detail
+
+
+def test_a_jump_that_stays_is_held_out_and_counting_goes_on_from_it(tmp_path: Path) -> None:
+    e = _rated(tmp_path, max_power_kw=100)
+    _apply(e, _read(0, T0, 100.0), _read(1, T0 + 60_000, 101.0),
+           _read(2, T0 + 120_000, 5000.0),         # +4899 kWh in a minute
+           _read(3, T0 + 180_000, 1001.5 + 4000.0))  # 5001.5: goes on from 5000
+    # counted: 1 kWh before the jump, 1.5 kWh after it; the jump of 4899 kWh is not
+    assert _total(e) == pytest.approx(2.5)
+    [_, decided] = e.ledger.events("plant-a")
+    assert "jumped 101 -> 5000" in decided.detail
+    assert "(4899)" in decided.detail
+
+
+def test_silence_longer_than_the_gap_threshold_is_spread_and_flagged_estimated(
+        tmp_path: Path) -> None:
+    e = _rated(tmp_path, gap_s=900)
+    _apply(e, _read(0, T0, 100.0), _read(1, T0 + 2 * 3_600_000, 110.0))  # 2 h of silence
+    # 10 kWh over 2 h: 1.25 kWh in each of the 8 quarter hours, all of it estimated
+    assert e.ledger.meter_intervals("plant-a", "grid") == [
+        (T0 + i * QUARTER_HOUR_MS, pytest.approx(1.25)) for i in range(8)]
+    assert e.ledger.estimated_kwh("plant-a", "grid") == pytest.approx(10.0)
+    [gap] = e.ledger.events("plant-a")
+    assert gap.kind == "gap"
+    assert "7200 s" in gap.detail
+    # readings a minute apart are not a gap
+    _apply(e, _read(2, T0 + 2 * 3_600_000 + 60_000, 111.0))
+    assert e.ledger.estimated_kwh("plant-a", "grid") == pytest.approx(10.0)
+    assert _total(e) == pytest.approx(11.0)
+
+
+def test_a_ledger_from_before_spikes_and_gaps_opens_and_keeps_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.executescript("""
+        CREATE TABLE meter_state (site TEXT NOT NULL, device TEXT NOT NULL,
+            quantity TEXT NOT NULL, last_seq INTEGER NOT NULL, last_ts INTEGER NOT NULL,
+            last_value REAL NOT NULL, PRIMARY KEY (site, device, quantity));
+        CREATE TABLE meter_interval (site TEXT NOT NULL, device TEXT NOT NULL,
+            role TEXT NOT NULL, start_ms INTEGER NOT NULL, energy_kwh REAL NOT NULL,
+            PRIMARY KEY (site, device, start_ms));
+    """)
+    db.execute("INSERT INTO meter_state VALUES ('plant-a', 'grid', 'energy_import_kwh', 0, ?, "
+               "100.0)", (T0,))
+    db.execute("INSERT INTO meter_interval VALUES ('plant-a', 'grid', 'grid_import', ?, 2.0)",
+               (T0 - QUARTER_HOUR_MS,))
+    db.commit()
+    db.close()
+    e = _engine(tmp_path)
+    _apply(e, _read(1, T0 + 60_000, 101.0))
+    assert e.ledger.meter_intervals("plant-a", "grid") == [
+        (T0 - QUARTER_HOUR_MS, 2.0), (T0, pytest.approx(1.0))]
+    assert e.ledger.estimated_kwh("plant-a", "grid") == 0
