@@ -194,6 +194,19 @@ class Ledger:
         ).fetchone()
         return float(row[0])
 
+    def energy_by_role(
+        self, site: str, start_ms: int = 0, end_ms: int = 2**62
+    ) -> dict[str, tuple[float, float]]:
+        """{role: (kWh, of which estimated)} over intervals starting in [start_ms, end_ms)."""
+        return {
+            role: (float(kwh), float(est))
+            for role, kwh, est in self._db.execute(
+                "SELECT role, sum(energy_kwh), sum(estimated_kwh) FROM meter_interval "
+                "WHERE site=? AND start_ms>=? AND start_ms<? GROUP BY role ORDER BY role",
+                (site, start_ms, end_ms),
+            )
+        }
+
     def site_intervals(
         self, site: str, start_ms: int = 0, end_ms: int = 2**62
     ) -> list[SiteInterval]:
