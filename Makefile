@@ -35,6 +35,7 @@ bench: $(STAMP) servers
 	$(BIN)/python bench/wire.py
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/rules.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
