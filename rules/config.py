@@ -15,11 +15,27 @@ from telemetry.sample import Ident
 class Role(StrEnum):
     """What a meter measures for the accounts."""
 
-    GRID_IMPORT = "grid_import"
+    GRID_IMPORT = "grid_import"  # electricity bought from the grid (Scope 2)
+    GRID_EXPORT = "grid_export"  # electricity sold to the grid (never counted as consumed)
+    GENERATION = "generation"  # on-site generation: PV, wind, a CHP's output
+    BATTERY_CHARGE = "battery_charge"
+    BATTERY_DISCHARGE = "battery_discharge"
+    SUBMETER = "submeter"  # an area, line or process: breakdown only, never added to the site
+    IT_LOAD = "it_load"  # a data centre's IT equipment (for PUE); breakdown only
 
 
-# The counter each role reads unless the config names another.
-DEFAULT_QUANTITY = {Role.GRID_IMPORT: "energy_import_kwh"}
+# The counter each role reads unless the config names another: a meter's import register for
+# what flows in, its export register for what flows out (an inverter's lifetime yield is an
+# export counter in the profiles, e.g. SunSpec WH).
+DEFAULT_QUANTITY = {
+    Role.GRID_IMPORT: "energy_import_kwh",
+    Role.GRID_EXPORT: "energy_export_kwh",
+    Role.GENERATION: "energy_export_kwh",
+    Role.BATTERY_CHARGE: "energy_import_kwh",
+    Role.BATTERY_DISCHARGE: "energy_export_kwh",
+    Role.SUBMETER: "energy_import_kwh",
+    Role.IT_LOAD: "energy_import_kwh",
+}
 
 
 class MeterConfig(BaseModel):
@@ -39,9 +55,18 @@ class MeterConfig(BaseModel):
     # Silence longer than this is a gap: the energy across it is spread by time and flagged
     # estimated.
     gap_s: Annotated[float, Field(gt=0)] = 900.0
+    # Generation only: whether it is renewable (PV, wind) for the renewable share.
+    renewable: bool | None = None
+    # Sub-meters and IT load: where in the plant (for the breakdown).
+    area: str | None = None
+    line: str | None = None
 
     @model_validator(mode="after")
     def _counter(self) -> MeterConfig:
+        if self.role is Role.GENERATION and self.renewable is None:
+            raise ValueError("a generation meter must say `renewable: true` or `renewable: false`")
+        if self.role is not Role.GENERATION and self.renewable is not None:
+            raise ValueError(f"`renewable` applies to generation meters, not {self.role}")
         q = self.counter_quantity
         if q not in vocabulary():
             raise ValueError(f"quantity {q!r} is not in the vocabulary")

@@ -194,6 +194,19 @@ class Ledger:
         ).fetchone()
         return float(row[0])
 
+    def meter_energy(
+        self, site: str, start_ms: int = 0, end_ms: int = 2**62
+    ) -> list[tuple[str, str, int, float]]:
+        """(device, role, interval start, kWh) of every meter in [start_ms, end_ms)."""
+        return [
+            (str(d), str(r), int(t), float(k))
+            for d, r, t, k in self._db.execute(
+                "SELECT device, role, start_ms, energy_kwh FROM meter_interval "
+                "WHERE site=? AND start_ms>=? AND start_ms<? ORDER BY start_ms, device",
+                (site, start_ms, end_ms),
+            )
+        ]
+
     def energy_by_role(
         self, site: str, start_ms: int = 0, end_ms: int = 2**62
     ) -> dict[str, tuple[float, float]]:

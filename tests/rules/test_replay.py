@@ -129,3 +129,41 @@ def test_read_samples_takes_lists_and_skips_blank_lines(tmp_path: Path) -> None:
                         _read(1, T0 + 1000, 2.0).model_dump(mode="json")])
     path.write_bytes(two + b"\n\n" + encode(_read(2, T0 + 2000, 3.0)) + b"\n")
     assert [s.seq for s in read_samples(path)] == [0, 1, 2]
+
+
+def test_renewable_share_is_matched_per_interval_and_sub_meters_balance(tmp_path: Path) -> None:
+    cfg = RulesConfig(meters=[
+        MeterConfig(device="grid", role=Role.GRID_IMPORT),
+        MeterConfig(device="pv", role=Role.GENERATION, renewable=True),
+        MeterConfig(device="bat-in", role=Role.BATTERY_CHARGE),
+        MeterConfig(device="bat-out", role=Role.BATTERY_DISCHARGE),
+        MeterConfig(device="line-1", role=Role.SUBMETER, area="smt"),
+    ])
+    q = 15 * 60_000
+    # kWh counter readings at T0, T0 + 15 min, T0 + 30 min
+    course = {
+        "grid": ("energy_import_kwh", [0, 0, 10]),       # noon: none; evening: 10
+        "pv": ("energy_export_kwh", [0, 60, 60]),        # noon: 60; evening: 0
+        "bat-in": ("energy_import_kwh", [0, 40, 40]),    # noon: the battery takes 40
+        "bat-out": ("energy_export_kwh", [0, 0, 30]),    # evening: it gives 30 back
+        "line-1": ("energy_import_kwh", [0, 15, 30]),    # a line: 15 and 15
+    }
+    e = Engine(SITE, cfg, Ledger(tmp_path / "ledger.sqlite"), FactorLibrary.load())
+    replay(e, [Sample(site="plant-a", device=d, seq=i, ts=T0 + i * q, values={qty: float(v)})
+               for d, (qty, vals) in course.items() for i, v in enumerate(vals)])
+    s = summary(e)
+    # noon: consumed = 0 + 60 - 40 = 20, all of it from PV (renewable 20)
+    # evening: consumed = 10 + 30 = 40; the battery's 30 is not counted as renewable
+    assert s["consumption_kwh"] == pytest.approx(60)
+    assert s["renewable_onsite_kwh"] == pytest.approx(20)
+    assert s["renewable_share"] == pytest.approx(20 / 60)  # netting would claim 60/60
+    assert s["submetered_kwh"] == pytest.approx(30)
+    assert s["unmetered_kwh"] == pytest.approx(30)
+    assert s["energy_kwh"]["generation"]["total"] == pytest.approx(60)
+
+
+def test_a_generation_meter_must_say_whether_it_is_renewable() -> None:
+    with pytest.raises(ValueError, match="renewable: true"):
+        MeterConfig(device="pv", role=Role.GENERATION)
+    with pytest.raises(ValueError, match="applies to generation meters"):
+        MeterConfig(device="grid", role=Role.GRID_IMPORT, renewable=True)
