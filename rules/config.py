@@ -21,7 +21,8 @@ class Role(StrEnum):
     BATTERY_CHARGE = "battery_charge"
     BATTERY_DISCHARGE = "battery_discharge"
     SUBMETER = "submeter"  # an area, line or process: breakdown only, never added to the site
-    IT_LOAD = "it_load"  # a data centre's IT equipment (for PUE); breakdown only
+    IT_LOAD = "it_load"  # a data centre zone's IT equipment (PUE); breakdown only
+    DC_FACILITY = "dc_facility"  # a data centre zone's whole intake (PUE); breakdown only
 
 
 # The counter each role reads unless the config names another: a meter's import register for
@@ -35,6 +36,7 @@ DEFAULT_QUANTITY = {
     Role.BATTERY_DISCHARGE: "energy_export_kwh",
     Role.SUBMETER: "energy_import_kwh",
     Role.IT_LOAD: "energy_import_kwh",
+    Role.DC_FACILITY: "energy_import_kwh",
 }
 
 
@@ -60,6 +62,8 @@ class MeterConfig(BaseModel):
     # Sub-meters and IT load: where in the plant (for the breakdown).
     area: str | None = None
     line: str | None = None
+    # IT load and data-centre intake: which data-centre zone (PUE = intake / IT, per zone).
+    zone: str | None = None
 
     @model_validator(mode="after")
     def _counter(self) -> MeterConfig:
@@ -67,6 +71,10 @@ class MeterConfig(BaseModel):
             raise ValueError("a generation meter must say `renewable: true` or `renewable: false`")
         if self.role is not Role.GENERATION and self.renewable is not None:
             raise ValueError(f"`renewable` applies to generation meters, not {self.role}")
+        if (self.role in (Role.IT_LOAD, Role.DC_FACILITY)) != (self.zone is not None):
+            raise ValueError(
+                "`zone` is required for it_load and dc_facility meters, and only for them"
+            )
         q = self.counter_quantity
         if q not in vocabulary():
             raise ValueError(f"quantity {q!r} is not in the vocabulary")

@@ -61,7 +61,8 @@ def balance(engine: Engine, start_ms: int = 0, end_ms: int = 2**62) -> dict[str,
     export - battery charge. Exported electricity is taken from renewable generation first, so
     renewable consumed on site = max(0, renewable generation - export), at most the interval's
     consumption: a sunny noon's surplus never offsets a dark night. Sub-meters and IT load are a
-    breakdown of consumption; the rest is the unmetered remainder.
+    breakdown of consumption; the rest is the unmetered remainder. PUE per data-centre zone is
+    its facility intake over its IT energy in the same period.
     """
     per: dict[int, dict[str, float]] = {}
     for device, role, start, kwh in engine.ledger.meter_energy(engine.site.id, start_ms, end_ms):
@@ -72,6 +73,11 @@ def balance(engine: Engine, start_ms: int = 0, end_ms: int = 2**62) -> dict[str,
         row = per.setdefault(start, {})
         row[key] = row.get(key, 0.0) + kwh
     consumption = renewable = submetered = it_load = 0.0
+    zones: dict[str, list[float]] = {}  # zone: [facility kWh, IT kWh]
+    for device, role, _start, kwh in engine.ledger.meter_energy(engine.site.id, start_ms, end_ms):
+        meter = engine.meters.get(device)
+        if meter is not None and meter.zone is not None:
+            zones.setdefault(meter.zone, [0.0, 0.0])[role == Role.IT_LOAD] += kwh
     for row in per.values():
         inflow = (
             row.get(Role.GRID_IMPORT, 0.0)
@@ -91,6 +97,11 @@ def balance(engine: Engine, start_ms: int = 0, end_ms: int = 2**62) -> dict[str,
         "submetered_kwh": round(submetered, 6),
         "unmetered_kwh": round(consumption - submetered, 6),
         "it_load_kwh": round(it_load, 6),
+        # PUE over the period: the zone's total intake over its IT energy, same intervals
+        "pue": {
+            zone: round(fac / it, 4) if it > 0 else None
+            for zone, (fac, it) in sorted(zones.items())
+        },
     }
 
 

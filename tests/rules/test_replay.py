@@ -138,6 +138,8 @@ def test_renewable_share_is_matched_per_interval_and_sub_meters_balance(tmp_path
         MeterConfig(device="bat-in", role=Role.BATTERY_CHARGE),
         MeterConfig(device="bat-out", role=Role.BATTERY_DISCHARGE),
         MeterConfig(device="line-1", role=Role.SUBMETER, area="smt"),
+        MeterConfig(device="dc1-intake", role=Role.DC_FACILITY, zone="dc1"),
+        MeterConfig(device="dc1-it", role=Role.IT_LOAD, zone="dc1"),
     ])
     q = 15 * 60_000
     # kWh counter readings at T0, T0 + 15 min, T0 + 30 min
@@ -147,6 +149,8 @@ def test_renewable_share_is_matched_per_interval_and_sub_meters_balance(tmp_path
         "bat-in": ("energy_import_kwh", [0, 40, 40]),    # noon: the battery takes 40
         "bat-out": ("energy_export_kwh", [0, 0, 30]),    # evening: it gives 30 back
         "line-1": ("energy_import_kwh", [0, 15, 30]),    # a line: 15 and 15
+        "dc1-intake": ("energy_import_kwh", [0, 3, 5.5]),  # data centre intake: 5.5
+        "dc1-it": ("energy_import_kwh", [0, 2, 4]),      # of which IT: 4
     }
     e = Engine(SITE, cfg, Ledger(tmp_path / "ledger.sqlite"), FactorLibrary.load())
     replay(e, [Sample(site="plant-a", device=d, seq=i, ts=T0 + i * q, values={qty: float(v)})
@@ -160,6 +164,8 @@ def test_renewable_share_is_matched_per_interval_and_sub_meters_balance(tmp_path
     assert s["submetered_kwh"] == pytest.approx(30)
     assert s["unmetered_kwh"] == pytest.approx(30)
     assert s["energy_kwh"]["generation"]["total"] == pytest.approx(60)
+    assert s["pue"] == {"dc1": pytest.approx(5.5 / 4)}  # 1.375
+    assert s["it_load_kwh"] == pytest.approx(4)
 
 
 def test_a_generation_meter_must_say_whether_it_is_renewable() -> None:
@@ -167,3 +173,5 @@ def test_a_generation_meter_must_say_whether_it_is_renewable() -> None:
         MeterConfig(device="pv", role=Role.GENERATION)
     with pytest.raises(ValueError, match="applies to generation meters"):
         MeterConfig(device="grid", role=Role.GRID_IMPORT, renewable=True)
+    with pytest.raises(ValueError, match="`zone` is required"):
+        MeterConfig(device="it", role=Role.IT_LOAD)
