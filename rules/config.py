@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rules.targets import TargetConfig
 from telemetry.quantities import QuantityKind, vocabulary
 from telemetry.sample import Ident
 
@@ -104,6 +105,11 @@ class RulesConfig(BaseModel):
     derived_every_s: Annotated[float, Field(ge=0.1, le=900)] = 10.0
     batch_messages: Annotated[int, Field(ge=1, le=100_000)] = 1000
     batch_wait_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    # The month the fiscal year starts in (4 = April); fiscal years are named for the year they
+    # end in (rules/periods.py).
+    fiscal_year_start_month: Annotated[int, Field(ge=1, le=12)] = 1
+    # The reduction target the site reports against (rules/targets.py).
+    target: TargetConfig | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> RulesConfig:

@@ -1,0 +1,44 @@
+"""Reduction targets: the linear trajectory and the year's status, arithmetic written out."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from rules.config import RulesConfig
+from rules.targets import TargetConfig, status
+
+# 10,000 tCO2e in 2020, 42 % less by 2030: 4.2 % of the baseline (420 t) less each year
+TARGET = TargetConfig(baseline_year=2020, baseline_tco2e=10_000, target_year=2030, reduction=0.42)
+
+
+def test_the_trajectory_falls_linearly_and_stays_at_the_target() -> None:
+    assert TARGET.allowed_tco2e(2019) == 10_000
+    assert TARGET.allowed_tco2e(2020) == 10_000
+    assert TARGET.allowed_tco2e(2026) == pytest.approx(10_000 - 6 * 420)   # 7480
+    assert TARGET.allowed_tco2e(2030) == pytest.approx(5_800)
+    assert TARGET.allowed_tco2e(2035) == pytest.approx(5_800)
+
+
+def test_status_against_the_budget_and_the_forecast() -> None:
+    # 2026: allowed 7480 t; a quarter of the year gone
+    ahead = status(TARGET, 2026, actual_tco2e=1_800, elapsed=0.25)
+    assert ahead.budget_to_date_tco2e == pytest.approx(1_870)
+    assert ahead.forecast_tco2e == pytest.approx(7_200)
+    assert ahead.on_track
+    behind = status(TARGET, 2026, actual_tco2e=1_900, elapsed=0.25)
+    assert behind.forecast_tco2e == pytest.approx(7_600)
+    assert not behind.on_track
+    with pytest.raises(ValueError, match="not a share of a year"):
+        status(TARGET, 2026, 1.0, 0)
+
+
+def test_a_target_in_the_site_config_is_checked() -> None:
+    cfg = RulesConfig.model_validate({"fiscal_year_start_month": 4, "target": {
+        "baseline_year": 2020, "baseline_tco2e": 10000, "target_year": 2030, "reduction": 0.42}})
+    assert cfg.target == TARGET
+    with pytest.raises(ValidationError, match="target_year 2020 must be after baseline_year"):
+        TargetConfig(baseline_year=2020, baseline_tco2e=1, target_year=2020, reduction=0.5)
+    with pytest.raises(ValidationError, match="scopes"):
+        TargetConfig(baseline_year=2020, baseline_tco2e=1, target_year=2030, reduction=0.5,
+                     scopes=["scope3"])
