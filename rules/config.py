@@ -102,9 +102,10 @@ class RulesConfig(BaseModel):
     grid_factor: str | None = None
     meters: list[MeterConfig] = Field(default_factory=list)
     # How often the running figure of the open 15-minute interval is republished.
-    derived_every_s: Annotated[float, Field(ge=0.1, le=900)] = 10.0
+    # 0.5 s with batches closed after 0.2 s: a reading shows in the live figure within a second.
+    derived_every_s: Annotated[float, Field(ge=0.1, le=900)] = 0.5
     batch_messages: Annotated[int, Field(ge=1, le=100_000)] = 1000
-    batch_wait_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    batch_wait_s: Annotated[float, Field(gt=0, le=60)] = 0.2
     # The month the fiscal year starts in (4 = April); fiscal years are named for the year they
     # end in (rules/periods.py).
     fiscal_year_start_month: Annotated[int, Field(ge=1, le=12)] = 1

@@ -35,6 +35,7 @@ class Engine:
         if cfg.grid_factor is not None and cfg.grid_factor not in factors:
             raise ValueError(f"rules.grid_factor: no factor {cfg.grid_factor!r} in the library")
         self.duplicates = 0
+        self.bookings = 0  # energy bookings so far: tells a caller whether a Sample moved a figure
 
     def grid_factor(self, start_ms: int) -> Factor:
         """The location-based grid factor for an interval (by the site's local date)."""
@@ -170,6 +171,7 @@ class Engine:
     def _book(
         self, meter: MeterConfig, start: int, end: int, kwh: float, *, estimated: bool
     ) -> None:
+        self.bookings += 1
         for bucket, share in split(start, end, kwh, QUARTER_HOUR_MS):
             self.ledger.add_meter_energy(
                 self.site.id, meter.device, meter.role.value, bucket, share, estimated=estimated

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -19,7 +20,7 @@ from telemetry import topics
 from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.mqtt import Consumer, Message
 from telemetry.sample import Sample, WireError, decode, encode
-from telemetry.timeutil import QUARTER_HOUR_MS, floor_ms
+from telemetry.timeutil import QUARTER_HOUR_MS, floor_ms, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ class RulesService:
         self.invalid_messages = 0
         self.derived_published = 0
         self._last_open_publish = -1e9
+        # For each derived publish: how long the oldest reading it newly includes waited (ms),
+        # from the reading's time to the publish
+        self.publish_lag_ms: collections.deque[int] = collections.deque(maxlen=100_000)
+        self._oldest_unpublished: int | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set."""
@@ -80,8 +85,12 @@ class RulesService:
                 log.warning("skipping invalid message on %s: %s", m.topic, exc)
         with self.ledger.transaction():
             for s in samples:
+                booked = self.engine.bookings
                 if self.engine.apply(s):
                     self.samples_applied += 1
+                moved = self.engine.bookings > booked  # a baseline reading moves no figure
+                if moved and (self._oldest_unpublished is None or s.ts < self._oldest_unpublished):
+                    self._oldest_unpublished = s.ts
         self.consumer.ack(batch)
 
     def publish_changed(self) -> None:
@@ -109,6 +118,9 @@ class RulesService:
             )
             self._inflight[info.mid] = (iv.start_ms, iv.version)
             self.derived_published += 1
+            if self._oldest_unpublished is not None:
+                self.publish_lag_ms.append(now_ms() - self._oldest_unpublished)
+                self._oldest_unpublished = None
             if is_open:
                 self._last_open_publish = now
 
