@@ -35,14 +35,20 @@ class Engine:
         if cfg.grid_factor is not None and cfg.grid_factor not in factors:
             raise ValueError(f"rules.grid_factor: no factor {cfg.grid_factor!r} in the library")
         self.duplicates = 0
+        self._grid_cache: dict[int, Factor] = {}  # interval start -> its grid factor
         self.bookings = 0  # energy bookings so far: tells a caller whether a Sample moved a figure
 
     def grid_factor(self, start_ms: int) -> Factor:
         """The location-based grid factor for an interval (by the site's local date)."""
         if self.cfg.grid_factor is not None:
             return self.factors[self.cfg.grid_factor]
-        day: date = to_datetime(start_ms, self.site.timezone).date()
-        return self.factors.grid(self.site.region, day)
+        found = self._grid_cache.get(start_ms)
+        if found is None:
+            if len(self._grid_cache) > 10_000:
+                self._grid_cache.clear()
+            day: date = to_datetime(start_ms, self.site.timezone).date()
+            found = self._grid_cache[start_ms] = self.factors.grid(self.site.region, day)
+        return found
 
     def apply(self, sample: Sample) -> bool:
         """Account for one Sample; False when it was already accounted for (a redelivery)."""
