@@ -15,7 +15,7 @@ from telemetry.sample import Sample
 from telemetry.timeutil import QUARTER_HOUR_MS
 
 # China's 2022 national average grid factor: 0.5366 kgCO2/kWh (MEE & NBS, announcement
-# 2024 No. 33). Written here on purpose, independently of the factor file.
+# of 2024-12-20). Written here on purpose, independently of the factor file.
 CN_2022 = 0.5366
 SITE = SiteInfo(id="plant-a", timezone="Asia/Shanghai", region="CN-HB")
 T0 = 1_764_000_000_000 - 1_764_000_000_000 % QUARTER_HOUR_MS
