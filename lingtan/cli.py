@@ -248,6 +248,8 @@ def _site_time(text: str, timezone: str, what: str) -> int:
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
+    from telemetry.timeutil import from_datetime
+
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -256,7 +258,7 @@ def _site_time(text: str, timezone: str, what: str) -> int:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=ZoneInfo(timezone))
-    return int(when.timestamp() * 1000)
+    return from_datetime(when)
 
 
 @app.command()

@@ -9,9 +9,11 @@ without gaps or overlaps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from enum import StrEnum
 from zoneinfo import ZoneInfo
+
+from telemetry.timeutil import floor_ms, from_datetime, to_datetime
 
 HOUR_MS = 3_600_000
 
@@ -41,11 +43,7 @@ class Period:
 def _midnight_ms(day: date, zone: ZoneInfo) -> int:
     # zoneinfo resolves a local time; midnight exists in every zone lingtan supports (a zone
     # whose DST change skips midnight would map it to the first instant after the gap)
-    return int(datetime.combine(day, time(0), tzinfo=zone).timestamp() * 1000)
-
-
-def _local_date(ts_ms: int, zone: ZoneInfo) -> date:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=zone).date()
+    return from_datetime(datetime.combine(day, time(0), tzinfo=zone))
 
 
 def _add_months(day: date, months: int) -> date:
@@ -60,11 +58,11 @@ def period_of(
     if not 1 <= fiscal_start_month <= 12:
         raise ValueError(f"fiscal_start_month {fiscal_start_month} is not a month (1-12)")
     if kind is PeriodKind.HOUR:
-        start = ts_ms - ts_ms % HOUR_MS
-        label = datetime.fromtimestamp(start / 1000, tz=UTC).strftime("%Y-%m-%dT%H:00Z")
+        start = floor_ms(ts_ms, HOUR_MS)
+        label = to_datetime(start).strftime("%Y-%m-%dT%H:00Z")
         return Period(kind, label, start, start + HOUR_MS)
     zone = ZoneInfo(timezone)
-    day = _local_date(ts_ms, zone)
+    day = to_datetime(ts_ms, zone).date()
     if kind is PeriodKind.DAY:
         first, nxt, label = day, date.fromordinal(day.toordinal() + 1), day.isoformat()
     elif kind is PeriodKind.MONTH:

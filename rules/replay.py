@@ -65,6 +65,7 @@ def balance(engine: Engine, start_ms: int = 0, end_ms: int = 2**62) -> dict[str,
     its facility intake over its IT energy in the same period.
     """
     per: dict[int, dict[str, float]] = {}
+    zones: dict[str, list[float]] = {}  # zone: [facility kWh, IT kWh]
     for device, role, start, kwh in engine.ledger.meter_energy(engine.site.id, start_ms, end_ms):
         meter = engine.meters.get(device)
         key = role
@@ -72,12 +73,9 @@ def balance(engine: Engine, start_ms: int = 0, end_ms: int = 2**62) -> dict[str,
             key = "renewable" if meter.renewable else "other_generation"
         row = per.setdefault(start, {})
         row[key] = row.get(key, 0.0) + kwh
-    consumption = renewable = submetered = it_load = 0.0
-    zones: dict[str, list[float]] = {}  # zone: [facility kWh, IT kWh]
-    for device, role, _start, kwh in engine.ledger.meter_energy(engine.site.id, start_ms, end_ms):
-        meter = engine.meters.get(device)
         if meter is not None and meter.zone is not None:
-            zones.setdefault(meter.zone, [0.0, 0.0])[role == Role.IT_LOAD] += kwh
+            zones.setdefault(meter.zone, [0.0, 0.0])[1 if role == Role.IT_LOAD else 0] += kwh
+    consumption = renewable = submetered = it_load = 0.0
     for row in per.values():
         inflow = (
             row.get(Role.GRID_IMPORT, 0.0)

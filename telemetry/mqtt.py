@@ -127,7 +127,6 @@ class Consumer:
         self.connected = threading.Event()
         self.connection = 0  # incremented on every successful connect
         self.received = 0  # messages received since start
-        self.stale_acks = 0
         self.client = make_client(broker, client_id, persistent=True, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -214,8 +213,7 @@ class Consumer:
             if m.qos == 0:
                 continue
             if m.connection != self.connection:
-                self.stale_acks += 1  # the broker resends it on the new connection
-                continue
+                continue  # the broker resends it on the new connection
             self.client.ack(m.mid, m.qos)
 
     def publish(
