@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 
 from telemetry import topics
 from telemetry.sample import Quality, Sample, encode
+from telemetry.storage import open_db, transaction
 from telemetry.timeutil import now_ms
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,9 @@ class Outbox:
 
     def __init__(self, path: Path, *, max_samples: int = 5_000_000) -> None:
         self.max_samples = max_samples
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed Sample survives a power cut, not only a process crash.
-        self._db.execute("PRAGMA synchronous=FULL")
+        # synchronous=FULL: a committed Sample survives a power cut, not only a process crash.
+        self._db = open_db(path)
         self._db.executescript(_SCHEMA)
         self._seq: dict[tuple[str, str], int] = {
             (site, dev): int(last) for site, dev, last in self._db.execute("SELECT * FROM seq")
@@ -83,7 +80,7 @@ class Outbox:
         if not self._rows and not self._acked:
             return 0
         rows, acked = self._rows, self._acked
-        with self._tx():
+        with transaction(self._db):
             if rows:
                 self._db.executemany(
                     "INSERT INTO outbox(device, topic, payload, created_ms) VALUES (?, ?, ?, ?)",
@@ -162,17 +159,3 @@ class Outbox:
         """Flush and close the database."""
         self.flush()
         self._db.close()
-
-    def _tx(self) -> _Tx:
-        return _Tx(self._db)
-
-
-class _Tx:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")

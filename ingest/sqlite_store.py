@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from telemetry.sample import Quality, Sample
+from telemetry.storage import open_db, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -40,11 +41,8 @@ class SqliteStore:
     """Readings by series and time; a Sample is stored once however often it arrives."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_db(path, threads=True)
         self._db.executescript(_SCHEMA)
         self._series: dict[tuple[str, str, str], int] = {
             (s, d, q): i
@@ -58,8 +56,7 @@ class SqliteStore:
         """
         if not samples:
             return 0
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db):
             cur = self._db.executemany(
                 "INSERT OR IGNORE INTO samples(site, device, seq, ts, quality) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -75,26 +72,17 @@ class SqliteStore:
                     for q, v in s.values.items()
                 ],
             )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return new
 
     def prune(self, before_ms: int) -> int:
         """Delete readings older than `before_ms` (the retention setting); return points deleted."""
         deleted = 0
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db):
             for (sid,) in self._db.execute("SELECT id FROM series").fetchall():
                 deleted += self._db.execute(
                     "DELETE FROM points WHERE series=? AND ts<?", (sid, before_ms)
                 ).rowcount
             self._db.execute("DELETE FROM samples WHERE ts<?", (before_ms,))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return deleted
 
     def _series_id(self, site: str, device: str, quantity: str) -> int:

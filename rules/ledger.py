@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from telemetry.storage import open_db, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meter_state (
@@ -89,11 +90,8 @@ class Ledger:
     """All writes happen inside `transaction()`; a crash leaves the last committed state."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_db(path, threads=True)
         self._db.executescript(_SCHEMA)
         for table, column, decl in _MIGRATIONS:
             have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
@@ -103,13 +101,8 @@ class Ledger:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit of accounting."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db):
             yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def meter_state(self, site: str, device: str, quantity: str) -> MeterState | None:
         """Last accounted reading of a counter."""
