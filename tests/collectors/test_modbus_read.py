@@ -25,6 +25,16 @@ READINGS = {"active_power_kw": 812.5, "power_factor": 0.96, "frequency_hz": 50.0
             "energy_import_kwh": 48210.5, "energy_export_kwh": 0.0}
 
 
+async def _lingtan_poll(*args: str) -> bytes:
+    """`lingtan poll ARGS` in its own process; its stdout, after it exited 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lingtan", "poll", *args,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    out, errs = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, errs.decode()
+    return out
+
+
 async def test_poll_decodes_what_the_meter_serves() -> None:
     profile = register_map("eastron-sdm630")
     meter = SimulatedMeter(profile, lambda _t: dict(READINGS))
@@ -80,13 +90,9 @@ edge:
       transport: {{host: 127.0.0.1, port: {port}}}
 """)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "lingtan", "poll", "-c", str(cfg), "--device", "grid-main",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
-        out, errs = await asyncio.wait_for(proc.communicate(), 60)
+        out = await _lingtan_poll("-c", str(cfg), "--device", "grid-main")
     finally:
         await meter.stop()
-    assert proc.returncode == 0, errs.decode()
     body = json.loads(out)
     assert body["device"] == "grid-main"
     assert body["values"] == READINGS
@@ -136,14 +142,10 @@ async def test_lingtan_poll_without_a_config() -> None:
     meter = SimulatedMeter(register_map("eastron-sdm630"), lambda _t: dict(READINGS), unit_id=3)
     port = await meter.start()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "lingtan", "poll", "--profile", "eastron-sdm630", "--host",
-            "127.0.0.1", "--port", str(port), "--unit", "3",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, errs = await asyncio.wait_for(proc.communicate(), 60)
+        out = await _lingtan_poll("--profile", "eastron-sdm630", "--host", "127.0.0.1",
+                                  "--port", str(port), "--unit", "3")
     finally:
         await meter.stop()
-    assert proc.returncode == 0, errs.decode()
     body = json.loads(out)
     assert (body["device"], body["values"]) == ("eastron-sdm630", READINGS)
     assert isinstance(body["ts"], int)
@@ -158,14 +160,10 @@ async def test_device_identification_is_read_with_fc_43_14_only() -> None:
                            identity=IDENTITY)
     port = await meter.start()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "lingtan", "poll", "--profile", "eastron-sdm630", "--host",
-            "127.0.0.1", "--port", str(port), "--identify",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, errs = await asyncio.wait_for(proc.communicate(), 60)
+        out = await _lingtan_poll("--profile", "eastron-sdm630", "--host", "127.0.0.1",
+                                  "--port", str(port), "--identify")
     finally:
         await meter.stop()
-    assert proc.returncode == 0, errs.decode()
     body = json.loads(out)
     assert body["values"] == READINGS
     assert {k: body["identity"][k] for k in IDENTITY} == IDENTITY
