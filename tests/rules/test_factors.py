@@ -63,8 +63,8 @@ def test_no_factor_is_an_error_not_a_zero() -> None:
 
 
 @pytest.mark.parametrize(("edit", "expected"), [
-    (("unit: gCO2/kWh", "unit: lbCO2/MWh"),
-     r"factors\[0\] \(id cn-hb-2022-test-provincial\): unit 'lbCO2/MWh' is not one of"),
+    (("unit: gCO2/kWh", "unit: stCO2/MWh"),
+     r"factors\[0\] \(id cn-hb-2022-test-provincial\): unit 'stCO2/MWh' is not one of"),
     (("value: 450", "value: -1"), r"factors\[0\] \(id cn-hb-2022-test-provincial\).value: Input "
                                   "should be greater than 0"),
     (("    source: a provincial figure written for this test only\n", ""),
