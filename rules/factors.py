@@ -135,6 +135,12 @@ class Factor(BaseModel):
     # gwp: the IPCC assessment report the value is from, and for CH4 in AR6 the origin
     gwp_set: str | None = None
     origin: GasOrigin | None = None
+    # gwp of a blend (a refrigerant such as R-410A): the components' mass shares; the value is
+    # the shares times the components' GWPs of the same set (checked by the tests)
+    composition: dict[str, float] | None = None
+    # Applied only where a config names it by id, never picked by region and date: a factor
+    # published for one purpose (e.g. a compliance-reporting default, a fossil-only average)
+    pinned_only: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Factor:
@@ -161,6 +167,11 @@ class Factor(BaseModel):
             raise ValueError("a gwp factor covers exactly one gas")
         if self.origin is not None and self.kind is not FactorKind.GWP:
             raise ValueError("`origin` applies to gwp factors only")
+        if self.composition is not None:
+            if self.kind is not FactorKind.GWP:
+                raise ValueError("`composition` applies to gwp factors of blends only")
+            if abs(sum(self.composition.values()) - 1) > 1e-9:
+                raise ValueError(f"composition shares sum to {sum(self.composition.values())}, not 1")
         return self
 
     @property
@@ -252,7 +263,9 @@ class FactorLibrary:
         prefixes = _prefixes(region)
         candidates: list[tuple[int, int, Factor]] = []
         for f in self._by_id.values():
-            if f.kind is not kind or f.region not in prefixes or not f.applies(day):
+            if f.kind is not kind or f.pinned_only or f.region not in prefixes:
+                continue
+            if not f.applies(day):
                 continue
             if fuel is not None and f.fuel != fuel:
                 continue
@@ -265,7 +278,14 @@ class FactorLibrary:
             raise LookupError(
                 f"no {what} factor{extra} for region {region!r} valid on {day.isoformat()}"
             )
-        return max(candidates, key=lambda c: (c[0], c[1]))[2]
+        candidates.sort(key=lambda c: (c[0], c[1]), reverse=True)
+        if len(candidates) > 1 and candidates[0][:2] == candidates[1][:2]:
+            raise LookupError(
+                f"factors {candidates[0][2].id!r} and {candidates[1][2].id!r} both apply to "
+                f"region {region!r} on {day.isoformat()} with the same region and year: mark one "
+                f"`pinned_only` or narrow its validity"
+            )
+        return candidates[0][2]
 
     def grid(self, region: str, day: date) -> Factor:
         """The location-based grid factor for `region` on `day`."""
