@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rules.factors import FUELS
+from rules.market import Instruments
 from rules.targets import TargetConfig
 from telemetry.quantities import QuantityKind, vocabulary
 from telemetry.sample import Ident
@@ -24,6 +28,16 @@ class Role(StrEnum):
     SUBMETER = "submeter"  # an area, line or process: breakdown only, never added to the site
     IT_LOAD = "it_load"  # a data centre zone's IT equipment (PUE); breakdown only
     DC_FACILITY = "dc_facility"  # a data centre zone's whole intake (PUE); breakdown only
+    FUEL = "fuel"  # a fuel burnt on site: natural gas, diesel, LPG, coal... (Scope 1)
+    PURCHASED_HEAT = "purchased_heat"  # heat bought from a supplier (Scope 2)
+    PURCHASED_STEAM = "purchased_steam"
+    PURCHASED_COOLING = "purchased_cooling"
+    PPA_DELIVERY = "ppa_delivery"  # a PPA's delivered volume, metered (market-based Scope 2)
+
+
+# Roles whose energy is electricity flowing through the site's connection (the site balance).
+THERMAL_ROLES = frozenset({Role.PURCHASED_HEAT, Role.PURCHASED_STEAM, Role.PURCHASED_COOLING})
+BREAKDOWN_ROLES = frozenset({Role.SUBMETER, Role.IT_LOAD, Role.DC_FACILITY})
 
 
 # The counter each role reads unless the config names another: a meter's import register for
@@ -38,7 +52,44 @@ DEFAULT_QUANTITY = {
     Role.SUBMETER: "energy_import_kwh",
     Role.IT_LOAD: "energy_import_kwh",
     Role.DC_FACILITY: "energy_import_kwh",
+    Role.PURCHASED_HEAT: "heat_energy_kwh",
+    Role.PURCHASED_STEAM: "heat_energy_kwh",
+    Role.PURCHASED_COOLING: "heat_energy_kwh",
+    Role.PPA_DELIVERY: "energy_import_kwh",
 }
+# A fuel meter's counter unless the config names another: gases by volume, liquids by litre,
+# solids (and LPG, sold by weight) by mass.
+FUEL_QUANTITY = {
+    "natural_gas": "gas_volume_m3",
+    "biogas": "gas_volume_m3",
+    "diesel": "fuel_volume_l",
+    "gasoline": "fuel_volume_l",
+    "fuel_oil": "fuel_volume_l",
+    "lpg": "fuel_mass_kg",
+    "bituminous_coal": "fuel_mass_kg",
+    "wood": "fuel_mass_kg",
+}
+FactorId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{2,80}$")]
+
+
+class VolumeCorrection(BaseModel):
+    """Gas metered at line conditions, corrected to standard conditions (ideal gas).
+
+    V_std = V x (p_abs / p_std) x (T_std / T), with T in kelvin and the temperature and pressure
+    read with the counter (the Sample carrying the volume). The standard conditions must be
+    those the calorific value is stated at: 0 degC and 101.325 kPa (the "Nm3" of Chinese
+    reporting, GB/T 32150) unless the config says otherwise (15 degC for ISO 13443).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature_quantity: str = "temperature_c"
+    pressure_quantity: str = "pressure_kpa"
+    # gauge: the meter reports pressure above the atmosphere, added to `atmospheric_kpa`
+    pressure: Literal["absolute", "gauge"] = "absolute"
+    atmospheric_kpa: Annotated[float, Field(gt=50, lt=120)] = 101.325
+    standard_temperature_c: Annotated[float, Field(ge=-10, le=30)] = 0.0
+    standard_pressure_kpa: Annotated[float, Field(gt=50, lt=120)] = 101.325
 
 
 class MeterConfig(BaseModel):
@@ -65,6 +116,15 @@ class MeterConfig(BaseModel):
     line: str | None = None
     # IT load and data-centre intake: which data-centre zone (PUE = intake / IT, per zone).
     zone: str | None = None
+    # Fuel meters: the fuel, its calorific value (pinned by id, e.g. the supplier's stated NCV
+    # per m3; by default the library's for the fuel and the meter's unit) and emission factors
+    # pinned by id (by default the library's for the fuel, one per gas).
+    fuel: str | None = None
+    ncv: FactorId | None = None
+    emission_factors: list[FactorId] = Field(default_factory=list)
+    volume_correction: VolumeCorrection | None = None
+    # Purchased heat, steam and cooling: the factor (by default the library's for the region).
+    factor: FactorId | None = None
 
     @model_validator(mode="after")
     def _counter(self) -> MeterConfig:
@@ -76,17 +136,118 @@ class MeterConfig(BaseModel):
             raise ValueError(
                 "`zone` is required for it_load and dc_facility meters, and only for them"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fuel_and_quantity(self) -> MeterConfig:
+        if (self.role is Role.FUEL) != (self.fuel is not None):
+            raise ValueError("`fuel` is required for fuel meters, and only for them")
+        if self.fuel is not None and self.fuel not in FUELS:
+            raise ValueError(f"fuel {self.fuel!r} is not one of {sorted(FUELS)}")
+        if self.role is not Role.FUEL and (self.ncv or self.emission_factors):
+            raise ValueError("`ncv` and `emission_factors` apply to fuel meters only")
+        if self.factor is not None and self.role not in THERMAL_ROLES:
+            raise ValueError("`factor` applies to purchased heat, steam and cooling meters only")
         q = self.counter_quantity
         if q not in vocabulary():
             raise ValueError(f"quantity {q!r} is not in the vocabulary")
-        if vocabulary()[q].kind is not QuantityKind.COUNTER:
-            raise ValueError(f"quantity {q!r} is a {vocabulary()[q].kind}, energy needs a counter")
+        spec = vocabulary()[q]
+        if spec.kind is QuantityKind.GAUGE:
+            # a meter without a counter: its power integrated over time, flagged estimated
+            if spec.unit != "kW" or self.role in (Role.FUEL, *THERMAL_ROLES):
+                raise ValueError(
+                    f"quantity {q!r} is a gauge in {spec.unit}: energy needs a counter, or a "
+                    f"power gauge in kW for an electricity meter without one"
+                )
+            if self.counter_max is not None or self.max_power_kw is not None:
+                raise ValueError("`counter_max` and `max_power_kw` apply to counters, not power")
+        elif spec.kind is not QuantityKind.COUNTER:
+            raise ValueError(f"quantity {q!r} is a {spec.kind}, energy needs a counter")
+        want = "m3" if self.role is Role.FUEL and self.volume_correction else None
+        if self.volume_correction is not None and spec.unit != want:
+            raise ValueError(f"`volume_correction` applies to gas meters counting m3, not {q!r}")
+        if self.role is Role.FUEL and spec.unit not in ("m3", "L", "kg"):
+            raise ValueError(f"a fuel meter counts m3, L or kg; {q!r} is in {spec.unit}")
+        if self.role is not Role.FUEL and spec.unit not in ("kWh", "kW"):
+            raise ValueError(f"a {self.role} meter counts kWh; {q!r} is in {spec.unit}")
         return self
 
     @property
     def counter_quantity(self) -> str:
-        """The counter this meter's energy comes from."""
-        return self.quantity or DEFAULT_QUANTITY[self.role]
+        """The counter (for a meter without one, the power gauge) its energy comes from."""
+        if self.quantity is not None:
+            return self.quantity
+        if self.fuel is not None:
+            return FUEL_QUANTITY[self.fuel]
+        return DEFAULT_QUANTITY[self.role]
+
+    @property
+    def integrates_power(self) -> bool:
+        """True for a meter without a counter: energy from its power readings, estimated."""
+        return vocabulary()[self.counter_quantity].kind is QuantityKind.GAUGE
+
+    @property
+    def unit(self) -> str:
+        """The unit of the amounts this meter books: kWh, or the fuel's m3 / L / kg."""
+        unit = vocabulary()[self.counter_quantity].unit
+        return "kWh" if unit == "kW" else unit
+
+
+class RefrigerantTopUp(BaseModel):
+    """Refrigerant added to equipment (a manual entry): the kg added leaked since the last fill."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
+    date: date
+    gas: Annotated[str, Field(min_length=2)]  # as named in the GWP factors: R-410A, R-134a, SF6
+    kg: Annotated[float, Field(gt=0)]
+    equipment: str = ""
+    note: str = ""
+
+
+_TERM = re.compile(r"\s*([+-])?\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\s*")
+
+
+class VirtualMeter(BaseModel):
+    """A meter computed from others by sums and differences, for the breakdown.
+
+    `formula` is meter device ids joined by + and - (e.g. "feeder-2 - line-a - line-b", the part
+    of a feeder no line meter sees). A virtual meter is breakdown only: it is shown by area,
+    line and meter but never added to the sub-metered total, which its terms are already in.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Ident
+    formula: Annotated[str, Field(min_length=1, max_length=2000)]
+    role: Literal["submeter", "it_load", "dc_facility"] = "submeter"
+    area: str | None = None
+    line: str | None = None
+    zone: str | None = None
+
+    @property
+    def terms(self) -> list[tuple[int, str]]:
+        """(+1 or -1, device) for each term of the formula."""
+        out: list[tuple[int, str]] = []
+        pos = 0
+        text = self.formula.strip()
+        while pos < len(text):
+            m = _TERM.match(text, pos)
+            if m is None or (m.group(1) is None and out):
+                raise ValueError(
+                    f"virtual meter {self.id!r}: formula {self.formula!r} is not meter ids "
+                    f"joined by + and - (at character {pos + 1})"
+                )
+            out.append((-1 if m.group(1) == "-" else 1, m.group(2)))
+            pos = m.end()
+        return out
+
+    @model_validator(mode="after")
+    def _parse(self) -> VirtualMeter:
+        if not self.terms:
+            raise ValueError(f"virtual meter {self.id!r}: empty formula")
+        return self
 
 
 class RulesConfig(BaseModel):
@@ -111,6 +272,16 @@ class RulesConfig(BaseModel):
     fiscal_year_start_month: Annotated[int, Field(ge=1, le=12)] = 1
     # The reduction target the site reports against (rules/targets.py).
     target: TargetConfig | None = None
+    # The GWP100 set CH4 and N2O (and refrigerants) are converted with. AR6 is the newest; for
+    # CH4 it has a fossil and a non-fossil value, applied by the fuel's origin.
+    gwp_set: Literal["AR4", "AR5", "AR6"] = "AR6"
+    refrigerants: list[RefrigerantTopUp] = Field(default_factory=list)
+    virtual_meters: list[VirtualMeter] = Field(default_factory=list)
+    # Market-based Scope 2: certificates, PPAs, supplier-specific factors, the residual mix.
+    market: Instruments = Instruments()
+    # The grid's carbon-free share per hour (CSV: hour_start_utc,carbon_free_share), for the
+    # Google-style CFE score; the file's first line names its source as a comment.
+    grid_cfe_file: Path | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> RulesConfig:
@@ -119,4 +290,25 @@ class RulesConfig(BaseModel):
             if m.device in seen:
                 raise ValueError(f"meters[{i}]: device {m.device!r} is listed twice")
             seen.add(m.device)
+        for i, v in enumerate(self.virtual_meters):
+            if v.id in seen:
+                raise ValueError(f"virtual_meters[{i}]: id {v.id!r} is already a meter")
+            for _, dev in v.terms:
+                if dev not in seen:
+                    raise ValueError(
+                        f"virtual_meters[{i}] ({v.id}): {dev!r} is not a meter listed before it"
+                    )
+            seen.add(v.id)
+        ids = [r.id for r in self.refrigerants]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"refrigerants: id(s) {sorted(dup)} listed twice")
+        for i, p in enumerate(self.market.ppas):
+            dev = p.meter or ""
+            if p.meter is not None and not any(
+                m.device == dev and m.role is Role.PPA_DELIVERY for m in self.meters
+            ):
+                raise ValueError(
+                    f"market.ppas[{i}] ({p.id}): meter {dev!r} is not a ppa_delivery meter"
+                )
         return self

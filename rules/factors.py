@@ -8,7 +8,7 @@ be applied to (`valid_from` / `valid_to`), the document it comes from and how it
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
 from enum import StrEnum
 from importlib import resources
@@ -143,7 +143,7 @@ class Factor(BaseModel):
     pinned_only: bool = False
 
     @model_validator(mode="after")
-    def _consistent(self) -> Factor:
+    def _consistent(self) -> Factor:  # noqa: PLR0912 - one check per rule of the schema
         units = _UNITS[self.kind]
         if self.unit not in units:
             raise ValueError(f"unit {self.unit!r} is not one of {sorted(units)} for {self.kind}")
@@ -151,8 +151,11 @@ class Factor(BaseModel):
             raise ValueError("valid_to is before valid_from")
         fuel_kind = self.kind in (FactorKind.NET_CALORIFIC_VALUE, FactorKind.FUEL_EMISSION)
         if fuel_kind != (self.fuel is not None):
-            raise ValueError(f"`fuel` is required for {self.kind} factors, and only for them"
-                             if fuel_kind else f"`fuel` does not apply to {self.kind} factors")
+            raise ValueError(
+                f"`fuel` is required for {self.kind} factors, and only for them"
+                if fuel_kind
+                else f"`fuel` does not apply to {self.kind} factors"
+            )
         if self.fuel is not None and self.fuel not in FUELS:
             raise ValueError(f"fuel {self.fuel!r} is not one of {sorted(FUELS)}")
         if self.kind is FactorKind.FUEL_EMISSION and len(self.gases) != 1:
@@ -171,7 +174,9 @@ class Factor(BaseModel):
             if self.kind is not FactorKind.GWP:
                 raise ValueError("`composition` applies to gwp factors of blends only")
             if abs(sum(self.composition.values()) - 1) > 1e-9:
-                raise ValueError(f"composition shares sum to {sum(self.composition.values())}, not 1")
+                raise ValueError(
+                    f"composition shares sum to {sum(self.composition.values())}, not 1"
+                )
         return self
 
     @property
@@ -240,7 +245,7 @@ class FactorLibrary:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def __iter__(self) -> Iterable[Factor]:
+    def __iter__(self) -> Iterator[Factor]:
         return iter(self._by_id.values())
 
     def find(
