@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
 
 from rules.config import THERMAL_ROLES, MeterConfig, Role, RulesConfig
 from rules.energy import counter_delta, split
@@ -82,6 +83,11 @@ class Engine:
                 factors.gwp(r.gas, cfg.gwp_set)
             except LookupError as exc:
                 raise ValueError(f"rules.refrigerants ({r.id}): {exc.args[0]}") from None
+
+    def clear_caches(self) -> None:
+        """Forget factors looked up so far (after the library changed)."""
+        self._grid_cache.clear()
+        self._fuel_cache.clear()
 
     def _day(self, start_ms: int) -> date:
         return to_datetime(start_ms, self.site.timezone).date()
@@ -390,37 +396,46 @@ class Engine:
             )
         return rows
 
-    def sync_manual(self) -> list[str]:
-        """Book the config's refrigerant top-ups as Scope 1 (call inside a transaction).
+    def manual_rows(self) -> dict[str, EmissionRow]:
+        """The config's refrigerant top-ups as Scope 1 rows, by entry id.
 
-        Each entry is one row on its site date's first interval; a changed entry replaces its
-        row, a removed one is taken out; each change is an event. Returns what changed.
+        Each entry is one row on the first interval of its date in the site's time zone:
+        kg added × the GWP of the refrigerant in the configured set.
+        """
+        zone = ZoneInfo(self.site.timezone)
+        out: dict[str, EmissionRow] = {}
+        for r in self.cfg.refrigerants:
+            gwp = self.factors.gwp(r.gas, self.cfg.gwp_set)
+            start = from_datetime(datetime.combine(r.date, time(0), tzinfo=zone))
+            out[r.id] = EmissionRow(
+                floor_ms(start, QUARTER_HOUR_MS),
+                r.id,
+                "1",
+                "",
+                "refrigerant",
+                r.gas,
+                r.kg,
+                r.kg * gwp.value,
+                gwp.id,
+            )
+        return out
+
+    def sync_manual(self) -> list[str]:
+        """Book the config's refrigerant top-ups (call inside a transaction).
+
+        A new entry is booked, a changed one replaces its row, a removed one is taken out; each
+        is an event. Returns the ids that changed.
         """
         site = self.site.id
         changes: list[str] = []
-        wanted: dict[str, EmissionRow] = {}
-        for r in self.cfg.refrigerants:
-            gwp = self.factors.gwp(r.gas, self.cfg.gwp_set)
-            start = floor_ms(
-                from_datetime(
-                    datetime.combine(
-                        r.date, time(0), tzinfo=to_datetime(0, self.site.timezone).tzinfo
-                    )
-                ),
-                QUARTER_HOUR_MS,
-            )
-            wanted[r.id] = EmissionRow(
-                start, r.id, "1", "", "refrigerant", r.gas, r.kg, r.kg * gwp.value, gwp.id
-            )
+        wanted = self.manual_rows()
         have = {row.source: row for row in self.ledger.emissions(site, category="refrigerant")}
         for rid, row in wanted.items():
-            if have.get(rid) == row:
-                continue
             old = have.get(rid)
-            if old is not None:
-                self.ledger.delete_emissions(site, rid)
+            if old == row:
+                continue
+            self.ledger.delete_emissions(site, rid)
             self.ledger.add_emission(site, row)
-            what = "changed" if old else "booked"
             changes.append(rid)
             self.ledger.record_event(
                 Event(
@@ -429,8 +444,9 @@ class Engine:
                     row.start_ms,
                     0,
                     "manual",
-                    f"refrigerant top-up {rid} {what}: {row.gas_kg:g} kg {row.gas} x GWP "
-                    f"{row.kgco2e / row.gas_kg:g} ({row.factor_ids}) = {row.kgco2e:g} kgCO2e",
+                    f"refrigerant top-up {rid} {'changed' if old else 'booked'}: "
+                    f"{row.gas_kg:g} kg {row.gas} x GWP {row.kgco2e / row.gas_kg:g} "
+                    f"({row.factor_ids}) = {row.kgco2e:g} kgCO2e",
                 )
             )
         for rid, old in have.items():
