@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -283,39 +283,104 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an option
     """
     import tempfile
 
-    from rules.engine import Engine
-    from rules.factors import FactorLibrary
+    from rules.accounts import GridCfeError, open_accounts
     from rules.ledger import Ledger
-    from rules.replay import ReplayError, read_samples, summary
+    from rules.replay import ReplayError, read_samples
     from rules.replay import replay as run_replay
 
     loaded = _load(config)
     c = loaded.config
     lo = 0 if start is None else _site_time(start, c.site.timezone, "--from")
     hi = 2**62 if end is None else _site_time(end, c.site.timezone, "--to")
-    factor_files = [p if p.is_absolute() else loaded.base_dir / p for p in c.rules.factor_files]
     with tempfile.TemporaryDirectory(prefix="lingtan-replay-") as tmp:
         book = Ledger(ledger or Path(tmp) / "ledger.sqlite")
-        engine = Engine(c.site, c.rules, book, FactorLibrary.load(factor_files))
         try:
-            n = run_replay(engine, (s for s in read_samples(samples) if s.ts < hi))
-        except (ReplayError, OSError) as exc:
+            accounts = open_accounts(c.site, c.rules, book, loaded.base_dir)
+            n = run_replay(accounts.engine, (s for s in read_samples(samples) if s.ts < hi))
+        except (ReplayError, GridCfeError, OSError, ValueError) as exc:
             err.print(f"[red]error[/]: {exc}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
-        result = {"samples_accounted": n, **summary(engine, lo, hi)}
+        result = {"samples_accounted": n, **accounts.period(lo, hi)}
         book.close()
     if as_json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
-    out = Console()
-    out.print(f"site {result['site']}: {n} readings accounted")
-    for role, e in result["energy_kwh"].items():
+    _print_summary(Console(), result, f"{n} readings accounted")
+
+
+def _print_summary(out: Console, r: dict[str, Any], headline: str) -> None:
+    """The period's figures as a person reads them; --json has every detail."""
+    out.print(f"site {r['site']}: {headline}")
+    for role, e in r["energy_kwh"].items():
         out.print(f"  {role}: {e['total']:.3f} kWh ({e['estimated']:.3f} estimated)")
-    out.print(f"  Scope 2 location-based: {result['scope2_location_kgco2e']:.3f} kgCO2e")
-    for f in result["factors"]:
+    for dev, f in r["fuels"].items():
+        out.print(f"  fuel {dev} ({f['fuel']}): {f['amount']:.3f} {f['unit']}")
+    share = r["renewable_share"]
+    out.print(
+        f"  consumption {r['consumption_kwh']:.3f} kWh, renewable share "
+        + ("-" if share is None else f"{share:.1%}")
+        + ", hourly CFE "
+        + ("-" if r["cfe"]["energytag"] is None else f"{r['cfe']['energytag']:.1%}")
+    )
+    out.print(f"  Scope 1: {r['scope1_kgco2e']:.3f} kgCO2e {r['scope1_by_gas_kgco2e']}")
+    if r["biogenic_co2_kg"]:
+        out.print(f"  biogenic CO2 (outside the scopes): {r['biogenic_co2_kg']:.3f} kg")
+    out.print(f"  Scope 2 location-based: {r['scope2_location_kgco2e']:.3f} kgCO2e")
+    out.print(f"  Scope 2 market-based: {r['scope2_market_kgco2e']:.3f} kgCO2e")
+    if r["market"]["note"]:
+        out.print(f"  note: {r['market']['note']}")
+    for zone, pue in r["pue"].items():
+        out.print(f"  PUE {zone}: {'-' if pue is None else pue}")
+    for f in r["factors"]:
         out.print(f"  factor {f['id']}: {f['value']} {f['unit']} ({f['source']})")
-    for e in result["events"]:
+    for e in r["events"]:
         out.print(f"  event {e['kind']} on {e['device']} seq {e['seq']}: {e['detail']}")
+
+
+@app.command()
+def recompute(
+    config: ConfigOpt,
+    start: Annotated[
+        str, typer.Option("--from", help="recompute intervals from (ISO date/time, site zone)")
+    ],
+    reason: Annotated[
+        str, typer.Option(help="why (e.g. 'MEE 2023 factors published'); kept with the revision")
+    ],
+) -> None:
+    """Book past emissions again with the factor library as it is now, keeping the old figures.
+
+    Every changed row's previous figure and factors are kept in the ledger's revision tables.
+    Restart `lingtan rules` after changing factor files so live figures use them too.
+    """
+    from rules.accounts import GridCfeError, open_accounts
+    from rules.ledger import Ledger
+    from rules.recompute import recompute as run_recompute
+    from telemetry.timeutil import now_ms
+
+    loaded = _load(config)
+    c = loaded.config
+    lo = _site_time(start, c.site.timezone, "--from")
+    path = c.rules.ledger if c.rules.ledger.is_absolute() else loaded.base_dir / c.rules.ledger
+    if not path.exists():
+        err.print(f"[red]error[/]: no ledger at {path}", highlight=False)
+        raise typer.Exit(2)
+    book = Ledger(path)
+    try:
+        accounts = open_accounts(c.site, c.rules, book, loaded.base_dir)
+        rev = run_recompute(accounts.engine, lo, reason, now_ms())
+    except (GridCfeError, OSError, ValueError, LookupError) as exc:
+        err.print(f"[red]error[/]: {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        book.close()
+    out = Console()
+    if rev.id is None:
+        out.print(f"nothing changed from {start}: the ledger already uses the current factors")
+        return
+    out.print(f"revision {rev.id}: {rev.rows_changed} emission rows changed from {start}")
+    for k in ("scope1_kgco2e", "scope2_location_kgco2e", "scope2_market_kgco2e"):
+        out.print(f"  {k}: {rev.before[k]:.3f} -> {rev.after[k]:.3f}")
+    out.print(f"  factors: {', '.join(rev.before['factors'])} -> {', '.join(rev.after['factors'])}")
 
 
 @app.command()

@@ -19,13 +19,14 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from rules.config import BREAKDOWN_ROLES, Role
+from rules.config import BREAKDOWN_ROLES, Role, RulesConfig
 from rules.engine import Engine
-from rules.factors import Factor, FactorKind
-from rules.ledger import EmissionRow
+from rules.factors import Factor, FactorKind, FactorLibrary
+from rules.ledger import EmissionRow, Ledger
 from rules.market import HOUR_MS, Allocation, HourFlow, allocate, cfe, pools
 from rules.periods import PeriodKind, periods_between
 from rules.targets import status as target_status
+from telemetry.config import SiteInfo
 from telemetry.timeutil import floor_ms, from_datetime, to_datetime
 
 
@@ -465,3 +466,25 @@ def _factor(f: Factor) -> dict[str, Any]:
         "published": f.published.isoformat(),
         "verification": f.verification,
     }
+
+
+def _resolve(path: Path, base_dir: Path | None) -> Path:
+    return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+def open_accounts(
+    site: SiteInfo, cfg: RulesConfig, ledger: Ledger, base_dir: Path | None = None
+) -> Accounts:
+    """An engine on `ledger` with the site's factor files, and its accounts.
+
+    Relative paths in the config (factor files, the grid's carbon-free share) are read from
+    `base_dir`, the config file's folder. The config's refrigerant top-ups are booked.
+    """
+    factors = FactorLibrary.load([_resolve(p, base_dir) for p in cfg.factor_files])
+    engine = Engine(site, cfg, ledger, factors)
+    grid_cfe = None
+    if cfg.grid_cfe_file is not None:
+        grid_cfe = read_grid_cfe(_resolve(cfg.grid_cfe_file, base_dir))
+    with ledger.transaction():
+        engine.sync_manual()
+    return Accounts(engine, grid_cfe)

@@ -115,7 +115,7 @@ class MeterConfig(BaseModel):
     area: str | None = None
     line: str | None = None
     # IT load and data-centre intake: which data-centre zone (PUE = intake / IT, per zone).
-    zone: str | None = None
+    zone: Ident | None = None
     # Fuel meters: the fuel, its calorific value (pinned by id, e.g. the supplier's stated NCV
     # per m3; by default the library's for the fuel and the meter's unit) and emission factors
     # pinned by id (by default the library's for the fuel, one per gas).
@@ -224,7 +224,7 @@ class VirtualMeter(BaseModel):
     role: Literal["submeter", "it_load", "dc_facility"] = "submeter"
     area: str | None = None
     line: str | None = None
-    zone: str | None = None
+    zone: Ident | None = None
 
     @property
     def terms(self) -> list[tuple[int, str]]:

@@ -40,7 +40,8 @@ class FuelFactors:
     gases: tuple[tuple[Factor, Factor], ...]  # (emission factor, GWP) per gas
 
 
-DERIVED_DEVICE = "site-15m"
+DERIVED_DEVICE = "site-15m"  # a 15-minute interval's figures
+SITE_DEVICE = "site"  # today, month and fiscal-year figures (rules/live.py)
 
 
 def _kw(kwh: float, start_ms: int, end_ms: int) -> float:

@@ -12,10 +12,11 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from rules.accounts import open_accounts
 from rules.config import RulesConfig
-from rules.engine import Engine
-from rules.factors import FactorLibrary
+from rules.engine import SITE_DEVICE
 from rules.ledger import Ledger
+from rules.live import Live, LiveFigures
 from telemetry import topics
 from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.mqtt import Consumer, Message
@@ -43,8 +44,12 @@ class RulesService:
         self.site = site
         self.cfg = cfg
         self.ledger = Ledger(_resolve(cfg.ledger, base_dir))
-        factors = FactorLibrary.load([_resolve(p, base_dir) for p in cfg.factor_files])
-        self.engine = Engine(site, cfg, self.ledger, factors)
+        self.accounts = open_accounts(site, cfg, self.ledger, base_dir)
+        self.engine = self.accounts.engine
+        self.live = Live(self.accounts)
+        self._site_bookings = -1  # engine bookings when the site figures were last published
+        self._last_site_publish = -1e9
+        self.last_figures: LiveFigures | None = None
         subs = [topics.sample(site.id, m.device) for m in cfg.meters]
         self.consumer = Consumer(broker, cfg.client_id, subs)
         self.consumer.client.on_publish = self._on_publish
@@ -91,6 +96,9 @@ class RulesService:
                 moved = self.engine.bookings > booked  # a baseline reading moves no figure
                 if moved and (self._oldest_unpublished is None or s.ts < self._oldest_unpublished):
                     self._oldest_unpublished = s.ts
+        if self.engine.touched_from is not None:
+            self.live.invalidate(self.engine.touched_from)
+            self.engine.touched_from = None
         self.consumer.ack(batch)
 
     def publish_changed(self) -> None:
@@ -107,6 +115,7 @@ class RulesService:
         now = time.monotonic()
         open_due = now - self._last_open_publish >= self.cfg.derived_every_s
         pending = {start for start, _ in self._inflight.values()}
+        closed = False
         for iv in self.ledger.unpublished(self.site.id, mark):
             is_open = iv.start_ms >= open_from
             if iv.start_ms in pending or (is_open and not open_due):
@@ -123,6 +132,48 @@ class RulesService:
                 self._oldest_unpublished = None
             if is_open:
                 self._last_open_publish = now
+            else:
+                closed = True
+        site_due = now - self._last_site_publish >= self.cfg.derived_every_s
+        if self.engine.bookings != self._site_bookings and (site_due or closed):
+            self.publish_site(mark)
+            self._last_site_publish = now
+
+    def publish_site(self, as_of_ms: int) -> None:
+        """Today, month and fiscal-year figures to `as_of_ms` as a Sample of device `site`.
+
+        Each data-centre zone's PUE today goes out as a Sample of device `dc-{zone}`. These are
+        gauges: a newer one supersedes an older one, so they are not tracked for redelivery.
+        """
+        self._site_bookings = self.engine.bookings
+        figures = self.last_figures = self.live.figures(as_of_ms)
+        with self.ledger.transaction():
+            seqs = [
+                self.ledger.next_derived_seq(self.site.id)
+                for _ in range(1 + len(figures.pue_today))
+            ]
+        out = [
+            Sample(
+                site=self.site.id,
+                device=SITE_DEVICE,
+                seq=seqs[0],
+                ts=as_of_ms,
+                values=figures.values,
+            )
+        ]
+        for seq, (zone, pue) in zip(seqs[1:], sorted(figures.pue_today.items()), strict=True):
+            out.append(
+                Sample(
+                    site=self.site.id,
+                    device=f"dc-{zone}",
+                    seq=seq,
+                    ts=as_of_ms,
+                    values={"pue_today_ratio": pue},
+                )
+            )
+        for sample in out:
+            if sample.values:
+                self.consumer.publish(topics.derived(self.site.id), encode(sample), qos=1)
 
     def _on_publish(self, _c: paho.Client, _ud: Any, mid: int, _rc: Any, _p: Any) -> None:
         self._acks.put(mid)
