@@ -258,25 +258,45 @@ class Accounts:
         for h in hours:
             used_in.update(h.covered)
         residual = sum(h.residual_kwh for h in hours)
+        # a metered PPA has a pool per hour it delivered: one line per instrument
+        instruments: dict[str, dict[str, Any]] = {}
+        for p in alloc.pools:
+            if p.start_ms >= end_ms or p.end_ms <= start_ms:
+                continue
+            v = instruments.setdefault(
+                p.instrument.split("/")[0] if p.kind == "ppa" else p.instrument,
+                {
+                    "kind": p.kind,
+                    "renewable": p.renewable,
+                    "volume": 0.0,
+                    "used": 0.0,
+                    "expired": 0.0,
+                },
+            )
+            v["volume"] += p.volume_kwh
+            v["used"] += p.used_kwh
+            if p.end_ms <= end_ms:
+                v["expired"] += p.volume_kwh - p.used_kwh
+        for k in list(used_in):
+            if "/" in k:  # a monthly PPA volume counts for its PPA
+                used_in[k.split("/")[0]] += used_in.pop(k)
         return {
             "residual_kwh": _r(residual),
             "residual_factors": sorted({h.residual_factor for h in hours if h.residual_factor}),
             "note": self.residual_note,
             "instruments": [
                 {
-                    "id": p.instrument,
-                    "kind": p.kind,
-                    "renewable": p.renewable,
-                    "volume_kwh": _r(p.volume_kwh),
-                    "used_in_period_kwh": _r(used_in[p.instrument]),
-                    "used_to_date_kwh": _r(p.used_kwh),
-                    "left_kwh": _r(p.volume_kwh - p.used_kwh),
-                    # left over when its claim window has passed: reported, never carried on
-                    "expired_kwh": _r(p.volume_kwh - p.used_kwh) if p.end_ms <= end_ms else 0.0,
-                    "window": [p.start_ms, p.end_ms],
+                    "id": iid,
+                    "kind": v["kind"],
+                    "renewable": v["renewable"],
+                    "volume_kwh": _r(v["volume"]),
+                    "used_in_period_kwh": _r(used_in[iid]),
+                    "used_to_date_kwh": _r(v["used"]),
+                    "left_kwh": _r(v["volume"] - v["used"]),
+                    # left when its claim window has passed: reported, never carried on
+                    "expired_kwh": _r(v["expired"]),
                 }
-                for p in sorted(alloc.pools, key=lambda p: (p.start_ms, p.instrument))
-                if p.start_ms < end_ms and p.end_ms > start_ms
+                for iid, v in sorted(instruments.items())
             ],
         }
 
@@ -297,8 +317,11 @@ class Accounts:
             per_meter[v.id] = sum(
                 sign * row.get(dev, 0.0) for row in per_iv.values() for sign, dev in v.terms
             )
+        # a data-centre zone's intake is a sub-meter of the site; its IT load is inside it
         submetered = sum(
-            kwh for d, kwh in per_meter.items() if d in meters and meters[d].role is Role.SUBMETER
+            kwh
+            for d, kwh in per_meter.items()
+            if d in meters and meters[d].role in (Role.SUBMETER, Role.DC_FACILITY)
         )
         it_load = sum(
             kwh for d, kwh in per_meter.items() if d in meters and meters[d].role is Role.IT_LOAD

@@ -161,8 +161,9 @@ def test_renewable_share_is_matched_per_interval_and_sub_meters_balance(tmp_path
     assert s["consumption_kwh"] == pytest.approx(60)
     assert s["renewable_onsite_kwh"] == pytest.approx(20)
     assert s["renewable_share"] == pytest.approx(20 / 60)  # netting would claim 60/60
-    assert s["submetered_kwh"] == pytest.approx(30)
-    assert s["unmetered_kwh"] == pytest.approx(30)
+    # sub-meters: the line's 30 and the data centre's intake 5.5 (its IT load is inside it)
+    assert s["submetered_kwh"] == pytest.approx(35.5)
+    assert s["unmetered_kwh"] == pytest.approx(60 - 35.5)
     assert s["energy_kwh"]["generation"]["total"] == pytest.approx(60)
     assert s["pue"] == {"dc1": pytest.approx(5.5 / 4)}  # 1.375
     assert s["it_load_kwh"] == pytest.approx(4)
