@@ -176,3 +176,22 @@ def test_a_generation_meter_must_say_whether_it_is_renewable() -> None:
         MeterConfig(device="grid", role=Role.GRID_IMPORT, renewable=True)
     with pytest.raises(ValueError, match="`zone` is required"):
         MeterConfig(device="it", role=Role.IT_LOAD)
+
+
+def test_a_csv_export_replays_like_json_lines(tmp_path: Path) -> None:
+    readings = [_read(i, T0 + i * 60_000, 10.0 * i) for i in range(5)]
+    jl = tmp_path / "s.jsonl"
+    jl.write_bytes(b"".join(encode(s) + b"\n" for s in readings))
+    rows = ["site,device,seq,ts,quantity,value"] + [
+        f"plant-a,grid,{s.seq},{s.ts},energy_import_kwh,{s.values['energy_import_kwh']}"
+        for s in readings
+    ]
+    csv_path = tmp_path / "s.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    assert list(read_samples(csv_path)) == list(read_samples(jl))
+    csv_path.write_text("\n".join([*rows[:3], "plant-a,grid,9,1,energy_import_kwh,nan"]) + "\n")
+    with pytest.raises(ValueError, match=r"s.csv:4: value 'nan' is not a finite number"):
+        list(read_samples(csv_path))
+    csv_path.write_text("site,device,ts,value\n")
+    with pytest.raises(ValueError, match=r"s.csv:1: the header must be"):
+        list(read_samples(csv_path))
