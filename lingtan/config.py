@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from collectors.config import EdgeConfig
 from ingest.config import IngestConfig
+from rules.alerts.config import AlertsConfig
 from rules.config import RulesConfig
 from telemetry.config import BrokerConfig, SiteInfo
 
@@ -28,6 +29,7 @@ class SiteConfig(BaseModel):
     edge: EdgeConfig = EdgeConfig()
     ingest: IngestConfig = IngestConfig()
     rules: RulesConfig = RulesConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 class ConfigError(Exception):
