@@ -229,18 +229,19 @@ KINDS = ("threshold", "absence", "budget", "demand", "balance", "data_quality")
 def _describe(exc: ValidationError) -> str:
     parts = []
     for e in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in e["loc"][1:] if p not in KINDS) or "rule"
+        loc = ".".join(str(p) for p in e["loc"][1:] if p not in KINDS)
         msg = str(e["msg"]).removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
 
 def _parse_rule(data: Any, where: str) -> Rule:
     """Validate one rule; the error names the rule (by name when it has one) and what is wrong."""
     name = data.get("name") if isinstance(data, dict) else None
-    who = f"rule {name!r} ({where})" if isinstance(name, str) else where
+    who = f"rule {name!r}" if isinstance(name, str) else "rule"
+    who += f" ({where})" if where else ""
     if isinstance(data, dict) and data.get("kind") not in KINDS:
         raise ValueError(
             f"{who}: `kind` must be one of {', '.join(KINDS)} (got {data.get('kind')!r})"
@@ -249,6 +250,10 @@ def _parse_rule(data: Any, where: str) -> Rule:
         return _RULE.validate_python(data)
     except ValidationError as exc:
         raise ValueError(f"{who}: {_describe(exc)}") from None
+
+
+def _rule_item(data: Any) -> Any:
+    return _parse_rule(data, "") if isinstance(data, dict) else data
 
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -329,6 +334,10 @@ class Maintenance(Matchers):
             if self.end <= self.start:
                 raise ValueError(f"maintenance {self.name!r}: `to` is not after `from`")
         return self
+
+
+# What a channel must not carry inline: its URL, and what reject_inline_secrets refuses.
+_HIDDEN = frozenset({"url", "password", "token", "secret", "api_key"})
 
 
 def _refuse_inline_url(data: Any) -> Any:
@@ -457,7 +466,7 @@ class AlertsConfig(BaseModel):
     renewable_share_target: Annotated[float, Field(gt=0, le=1)] | None = None
     # The built-in rules by name: false switches one off, a mapping changes its fields.
     defaults: dict[str, bool | dict[str, Any]] = Field(default_factory=dict)
-    rules: list[Rule] = Field(default_factory=list)
+    rules: list[Annotated[Rule, BeforeValidator(_rule_item)]] = Field(default_factory=list)
     silences: list[Silence] = Field(default_factory=list)
     maintenance: list[Maintenance] = Field(default_factory=list)
     channels: dict[Name, Channel] = Field(default_factory=dict)
@@ -466,14 +475,21 @@ class AlertsConfig(BaseModel):
     retry: Retry = Retry()
     templates: Templates = Templates()
 
-    @field_validator("rules", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _each_rule(cls, v: Any) -> Any:
-        if not isinstance(v, list):
-            return v
-        return [
-            _parse_rule(d, f"rules[{i}]") if isinstance(d, dict) else d for i, d in enumerate(v)
-        ]
+    def _hide_inline_secrets(cls, data: Any) -> Any:
+        # An inline URL or password is refused by Channel; blank it first so the error, which
+        # shows what it refused, never shows the secret.
+        chans = data.get("channels") if isinstance(data, dict) else None
+        if not isinstance(chans, dict):
+            return data
+        hidden = {
+            name: {k: "***" if k in _HIDDEN else v for k, v in ch.items()}
+            if isinstance(ch, dict)
+            else ch
+            for name, ch in chans.items()
+        }
+        return data | {"channels": hidden}
 
     @field_validator("grafana_url")
     @classmethod
@@ -535,10 +551,10 @@ class AlertsConfig(BaseModel):
         own: set[str] = set()
         for i, rule in enumerate(self.rules):
             if rule.name in own:
-                raise ValueError(f"rule {rule.name!r} (rules[{i}]): the name is used twice")
+                raise ValueError(f"rules[{i}]: rule {rule.name!r}: the name is used twice")
             if rule.name in self.defaults and rule.name in out:
                 raise ValueError(
-                    f"rule {rule.name!r} (rules[{i}]): also changed under defaults; "
+                    f"rules[{i}]: rule {rule.name!r}: also changed under defaults; "
                     f"change it in one place"
                 )
             own.add(rule.name)
