@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from lingtan.alerts_cli import app as alerts_app
 from lingtan.config import ConfigError, LoadedConfig, load
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(alerts_app, name="alerts")
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[

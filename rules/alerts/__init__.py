@@ -27,6 +27,7 @@ __all__ = [
     "AlertEngine",
     "AlertEvent",
     "AlertRow",
+    "AlertStore",
     "Alerts",
     "AlertsConfig",
     "BalanceFigures",
