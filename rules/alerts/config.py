@@ -270,6 +270,14 @@ class Weekly(BaseModel):
     start: time = Field(alias="from")
     end: time = Field(alias="to")
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        # YAML reads an unquoted 22:00 as the number 1320 (base 60), which would pass as 00:22
+        if not isinstance(v, str | time):
+            raise ValueError(f'write the time in quotes, e.g. "22:00" (got {v!r})')
+        return v
+
     @model_validator(mode="after")
     def _span(self) -> Weekly:
         if self.start == self.end:

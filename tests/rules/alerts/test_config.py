@@ -158,3 +158,12 @@ def test_durations_and_maintenance_shapes() -> None:
     with pytest.raises(ValidationError, match="the window would be empty"):
         AlertsConfig.model_validate({"maintenance": [
             {"name": "m", "weekly": {"days": ["sun"], "from": "06:00", "to": "06:00"}}]})
+
+
+def test_an_unquoted_time_is_refused_not_misread(tmp_path: Path) -> None:
+    # YAML 1.1 reads 22:00 as 1320 (base 60): it must not pass as 00:22
+    [p] = _problems("""\
+  maintenance:
+    - {name: night, weekly: {days: [sat], from: 22:00, to: "06:00"}}
+""", tmp_path)
+    assert 'alerts.maintenance[0].weekly.from: write the time in quotes, e.g. "22:00"' in p
