@@ -127,7 +127,10 @@ def _threshold(rule: ThresholdRule, f: Figures) -> list[Check]:
 
 
 def _absence(rule: AbsenceRule, f: Figures, now_ms: int, first_seen: FirstSeen) -> list[Check]:
-    devices = sorted(f.devices()) if rule.device == "*" else [rule.device]
+    # "*": the devices the site expects when the service says which (derived devices such as
+    # `site` are not meters), else every device heard from
+    every = f.expected_devices or f.devices()
+    devices = sorted(every) if rule.device == "*" else [rule.device]
     out = []
     what = rule.quantity or "reading"
     for d in devices:

@@ -57,7 +57,8 @@ class Figures:
     # (device, quantity) -> latest reading; device readings and derived figures alike
     latest: Mapping[tuple[str, str], Reading] = field(default_factory=dict)
     # Devices the site expects readings from (e.g. rules.meters): an expected device that has
-    # never reported counts as absent from the first evaluation that expected it.
+    # never reported counts as absent from the first evaluation that expected it. When set,
+    # `absence` rules with `device: "*"` watch these only (not derived devices in `latest`).
     expected_devices: frozenset[str] = frozenset()
     target: TargetFigures | None = None
     site_power_kw: float | None = None  # average consumption power now (e.g. this 15 minutes)

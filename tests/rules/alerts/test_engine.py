@@ -244,14 +244,16 @@ def test_an_expected_device_that_never_reported_is_absent(tmp_path: Path) -> Non
                            "off_trajectory": False})
     e = engine(tmp_path, cfg, clock)
     snap = Figures(
-        latest={("grid-main", "energy_import_kwh"): Reading(T0, 1.0)},
+        latest={("grid-main", "energy_import_kwh"): Reading(T0, 1.0),
+                ("site", "energy_today_kwh"): Reading(T0, 1.0)},  # derived, not a meter
         expected_devices=frozenset({"grid-main", "pv-roof"}),
     )
     assert e.evaluate(snap) == []
     clock.advance(15)
     assert e.evaluate(snap) == []  # exactly 15 minutes is not longer than 15 minutes
     clock.advance(0.5)
-    fresh = Figures(latest={("grid-main", "energy_import_kwh"): Reading(clock(), 2.0)},
+    fresh = Figures(latest={**snap.latest,
+                            ("grid-main", "energy_import_kwh"): Reading(clock(), 2.0)},
                     expected_devices=snap.expected_devices)
     [ev] = e.evaluate(fresh)
     assert ev.key == "meter_offline{device=pv-roof}"
