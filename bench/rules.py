@@ -10,7 +10,13 @@ Live: `lingtan rules` against a real Mosquitto, --meters meters publishing at 1 
 --live-seconds; for every derived figure published, how long the oldest reading it newly
 includes had waited (sample time -> derived published): p50 and p99. Target: p99 < 1 s.
 
+Live period figures: with --history-days of 15-minute readings of --history-meters meters in
+the ledger, the today / month / fiscal-year figures `lingtan rules` publishes, recomputed after a
+reading of today (rules/live.py: per-day totals cached), against a report of the same fiscal
+year straight from the ledger (rules/accounts.py), the way without the cache.
+
     python bench/rules.py [--meters 200] [--seconds 300] [--values 40] [--live-seconds 20]
+                          [--history-days 180] [--history-meters 20]
 """
 
 from __future__ import annotations
@@ -120,12 +126,54 @@ def live(meters: int, seconds: float) -> list[int]:
         return sorted(svc.publish_lag_ms)
 
 
+def figures(days: int, meters: int) -> tuple[float, float, float]:
+    """Seconds for: the fiscal year's report from the ledger; live figures cold; warm."""
+    from rules.accounts import Accounts
+    from rules.live import Live
+
+    cfg = RulesConfig(
+        fiscal_year_start_month=1,
+        meters=[MeterConfig(device="grid", role=Role.GRID_IMPORT)]
+        + [MeterConfig(device=f"line{m}", role=Role.SUBMETER, area=f"a{m % 4}")
+           for m in range(meters - 1)])
+    t0 = T0 - T0 % 86_400_000 - days * 86_400_000
+    samples = [
+        Sample(site="b1", device=m.device, seq=i, ts=t0 + i * QUARTER_HOUR_MS,
+               values={"energy_import_kwh": 10.0 * i})
+        for i in range(days * 96 + 1)
+        for m in cfg.meters
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        e = Engine(SiteInfo(id="b1", region="CN", timezone="UTC"), cfg,
+                   Ledger(Path(tmp) / "ledger.sqlite"), FactorLibrary.load())
+        replay(e, samples[: -len(cfg.meters)])
+        e.touched_from = None
+        acc = Accounts(e)
+        now = samples[-1].ts
+        start = time.perf_counter()
+        acc.period(now - days * 86_400_000, now)
+        report = time.perf_counter() - start
+        live = Live(acc)
+        start = time.perf_counter()
+        live.figures(now - QUARTER_HOUR_MS)
+        cold = time.perf_counter() - start
+        replay(e, samples[-len(cfg.meters):])  # a new reading of today
+        assert e.touched_from is not None
+        live.invalidate(e.touched_from)
+        start = time.perf_counter()
+        live.figures(now)
+        warm = time.perf_counter() - start
+        return report, cold, warm
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--meters", type=int, default=200)
     ap.add_argument("--seconds", type=int, default=300)
     ap.add_argument("--values", type=int, default=40)
     ap.add_argument("--live-seconds", type=float, default=20)
+    ap.add_argument("--history-days", type=int, default=180)
+    ap.add_argument("--history-meters", type=int, default=20)
     args = ap.parse_args()
     samples = _samples(args.meters, args.seconds, args.values)
     n_values = len(samples) * args.values
@@ -144,12 +192,21 @@ def main() -> None:
     print(f"live: {args.meters} meters at 1 Hz for {args.live_seconds:.0f} s, {len(lags)} derived "
           f"figures: sample -> derived published p50 {pct(0.5)} ms, p99 {pct(0.99)} ms "
           f"(target p99 < 1000 ms)")
+    report, cold, warm = figures(args.history_days, args.history_meters)
+    print(f"live figures, {args.history_days} days x {args.history_meters} meters in the ledger: "
+          f"after a reading {warm * 1000:,.0f} ms (cold {cold * 1000:,.0f} ms) vs the year's "
+          f"report from the ledger {report * 1000:,.0f} ms: {report / warm:.0f}x "
+          f"(target: within the 0.5 s republish)")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "rules.json").write_text(json.dumps({
         "samples": len(samples), "values_per_sample": args.values, "meters": args.meters,
         "values_per_s": {"bare": n_values / b, "engine": n_values / e},
-        "live_ms": {"p50": pct(0.5), "p99": pct(0.99), "published": len(lags)}}, indent=2))
+        "live_ms": {"p50": pct(0.5), "p99": pct(0.99), "published": len(lags)},
+        "live_figures_ms": {"after_reading": warm * 1000, "cold": cold * 1000,
+                            "report_from_ledger": report * 1000,
+                            "history_days": args.history_days,
+                            "history_meters": args.history_meters}}, indent=2))
 
 
 if __name__ == "__main__":

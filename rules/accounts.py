@@ -12,6 +12,7 @@ consumption. Hours are then the unit of the market-based allocation and of CFE
 from __future__ import annotations
 
 import csv
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -92,13 +93,26 @@ class Accounts:
         self.cfg = engine.cfg
         self.grid_cfe = grid_cfe
         self.residual_note = ""
+        self._remainder: dict[date, Factor] = {}
+        self._in_report = False
+        self._read: tuple[tuple[int, int], list[tuple[str, str, int, float, float, str]]] | None = (
+            None
+        )
 
     # -- the market-based remainder ---------------------------------------------------------
 
     def remainder_factor(self, hour_ms: int) -> Factor:
         """Supplier-specific factor, else the residual mix, else the grid average (disclosed)."""
-        lib = self.engine.factors
         day: date = to_datetime(hour_ms, self.site.timezone).date()
+        found = self._remainder.get(day)
+        if found is None:
+            if len(self._remainder) > 1000:
+                self._remainder.clear()
+            found = self._remainder[day] = self._remainder_on(day, hour_ms)
+        return found
+
+    def _remainder_on(self, day: date, hour_ms: int) -> Factor:
+        lib = self.engine.factors
         for s in self.cfg.market.supplier:
             if s.valid_from <= day and (s.valid_to is None or day <= s.valid_to):
                 return lib[s.factor]
@@ -115,13 +129,24 @@ class Accounts:
 
     # -- reading the ledger -------------------------------------------------------------------
 
+    def _amounts(self, start_ms: int, end_ms: int) -> list[tuple[str, str, int, float, float, str]]:
+        """The ledger's meter rows of a range, read once per report (`period`)."""
+        key = (start_ms, end_ms)
+        if not self._in_report:
+            return self.engine.ledger.meter_amounts(self.site.id, start_ms, end_ms)
+        if self._read is None or self._read[0] != key:
+            self._read = (key, self.engine.ledger.meter_amounts(self.site.id, start_ms, end_ms))
+        return self._read[1]
+
+    def _energy(self, start_ms: int, end_ms: int) -> list[tuple[str, str, int, float]]:
+        """(device, role, start, kWh) of the electricity and heat meters in a range."""
+        return [(d, r, t, a) for d, r, t, a, _, u in self._amounts(start_ms, end_ms) if u == "kWh"]
+
     def intervals(self, start_ms: int, end_ms: int) -> dict[int, _Interval]:
         """Electricity flows by role per 15-minute interval."""
         out: dict[int, _Interval] = defaultdict(_Interval)
         meters = self.engine.meters
-        for device, role, start, kwh in self.engine.ledger.meter_energy(
-            self.site.id, start_ms, end_ms
-        ):
+        for device, role, start, kwh in self._energy(start_ms, end_ms):
             key = role
             m = meters.get(device)
             if role == Role.GENERATION and m is not None:
@@ -143,9 +168,7 @@ class Accounts:
         ppa_meter = {p.meter: p.id for p in self.cfg.market.ppas if p.meter is not None}
         ppa: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
         if ppa_meter:
-            for device, role, start, kwh in self.engine.ledger.meter_energy(
-                self.site.id, start_ms, end_ms
-            ):
+            for device, role, start, kwh in self._energy(start_ms, end_ms):
                 if role == Role.PPA_DELIVERY and device in ppa_meter:
                     ppa[ppa_meter[device]][floor_ms(start, HOUR_MS)] += kwh
         flows = [HourFlow(h, v[0], v[1], v[2]) for h, v in sorted(acc.items())]
@@ -172,6 +195,13 @@ class Accounts:
 
     def period(self, start_ms: int = 0, end_ms: int = 2**62) -> dict[str, Any]:
         """Every figure of [start_ms, end_ms) (intervals starting in it)."""
+        self._in_report, self._read = True, None
+        try:
+            return self._period(start_ms, end_ms)
+        finally:
+            self._in_report, self._read = False, None
+
+    def _period(self, start_ms: int, end_ms: int) -> dict[str, Any]:
         site, ledger = self.site.id, self.engine.ledger
         alloc = self.allocation(start_ms, end_ms)
         hours = [h for h in alloc.hours if start_ms <= h.start_ms < end_ms]
@@ -235,9 +265,7 @@ class Accounts:
 
     def _fuels(self, start_ms: int, end_ms: int) -> dict[str, Any]:
         out: dict[str, dict[str, Any]] = {}
-        for device, role, _, amount, est, unit in self.engine.ledger.meter_amounts(
-            self.site.id, start_ms, end_ms
-        ):
+        for device, role, _, amount, est, unit in self._amounts(start_ms, end_ms):
             if role != Role.FUEL:
                 continue
             m = self.engine.meters.get(device)
@@ -305,8 +333,7 @@ class Accounts:
         per_meter: dict[str, float] = defaultdict(float)
         per_iv: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         meters = self.engine.meters
-        for device, role, start, kwh in self.engine.ledger.meter_energy(
-            self.site.id,
+        for device, role, start, kwh in self._energy(
             min(flows, default=0),
             max(flows, default=-1) + 1,
         ):
@@ -373,20 +400,29 @@ class Accounts:
             return {}
         times = sorted(set(flows) | {r.start_ms for r in rows})
         lo, hi = max(start_ms, times[0]), min(end_ms, times[-1] + 1)
+        # everything in time order once, each period a slice of it
+        ivs = sorted((t, *iv.consumption()) for t, iv in flows.items())
+        iv_t = [x[0] for x in ivs]
+        hs_all = sorted(hours, key=lambda h: h.start_ms)
+        h_t = [h.start_ms for h in hs_all]
+        rows_all = sorted(rows, key=lambda r: r.start_ms)
+        r_t = [r.start_ms for r in rows_all]
+
+        def cut(ts: list[int], a: int, b: int) -> slice:
+            return slice(bisect_left(ts, a), bisect_left(ts, b))
+
         out: dict[str, list[dict[str, Any]]] = {}
         for kind in (PeriodKind.DAY, PeriodKind.MONTH, PeriodKind.FISCAL_YEAR):
             items = []
             for p in periods_between(
                 lo, hi, kind, self.site.timezone, self.cfg.fiscal_year_start_month
             ):
-                cons = ons = 0.0
-                for t, iv in flows.items():
-                    if p.start_ms <= t < p.end_ms:
-                        c, o = iv.consumption()
-                        cons, ons = cons + c, ons + o
-                hs = [h for h in hours if p.start_ms <= h.start_ms < p.end_ms]
+                part = ivs[cut(iv_t, p.start_ms, p.end_ms)]
+                cons = sum(x[1] for x in part)
+                ons = sum(x[2] for x in part)
+                hs = hs_all[cut(h_t, p.start_ms, p.end_ms)]
                 contracted = sum(h.contracted_renewable_kwh for h in hs)
-                prow = [r for r in rows if p.start_ms <= r.start_ms < p.end_ms]
+                prow = rows_all[cut(r_t, p.start_ms, p.end_ms)]
                 thermal = sum(
                     r.kgco2e for r in prow if r.scope == "2" and r.category != "electricity"
                 )
@@ -450,9 +486,7 @@ class Accounts:
             e.kind for e in self.engine.ledger.events(self.site.id) if start_ms <= e.ts < end_ms
         )
         total = est = 0.0
-        for _, role, _, amount, e, unit in self.engine.ledger.meter_amounts(
-            self.site.id, start_ms, end_ms
-        ):
+        for _, role, _, amount, e, unit in self._amounts(start_ms, end_ms):
             if unit == "kWh" and role not in BREAKDOWN_ROLES:
                 total, est = total + amount, est + e
         return {

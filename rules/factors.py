@@ -8,6 +8,7 @@ be applied to (`valid_from` / `valid_to`), the document it comes from and how it
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from datetime import date
 from enum import StrEnum
@@ -313,18 +314,29 @@ class FactorLibrary:
     @classmethod
     def load(cls, extra_files: Iterable[Path] = ()) -> FactorLibrary:
         """The factors shipped with lingtan plus any site-specific files."""
-        factors: list[Factor] = []
-        folder = resources.files("rules").joinpath("factors")
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            if entry.name.endswith(".yaml"):
-                factors += _parse(entry.read_text("utf-8"), f"rules/factors/{entry.name}")
+        factors = list(_shipped())
         for path in extra_files:
             factors += _parse(path.read_text("utf-8"), str(path))
         return cls(factors)
 
 
+@functools.cache
+def _shipped() -> tuple[Factor, ...]:
+    """The library's own files, read once per process (factors are immutable)."""
+    factors: list[Factor] = []
+    folder = resources.files("rules").joinpath("factors")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            factors += _parse(entry.read_text("utf-8"), f"rules/factors/{entry.name}")
+    return tuple(factors)
+
+
+# libyaml's parser where PyYAML was built with it: the shipped files are 175 entries
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _parse(text: str, where: str) -> list[Factor]:
-    data = yaml.safe_load(text)
+    data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
     try:
         return _FactorFile.model_validate(data).factors
     except ValidationError as exc:

@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS events (
     site TEXT NOT NULL, device TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
     kind TEXT NOT NULL, detail TEXT NOT NULL
 );
+-- periods read every meter's intervals by time
+CREATE INDEX IF NOT EXISTS meter_interval_by_time ON meter_interval(site, start_ms);
 CREATE TABLE IF NOT EXISTS derived_seq (site TEXT PRIMARY KEY, last INTEGER NOT NULL);
 """
 

@@ -25,10 +25,10 @@ from tests.servers import Server, VictoriaMetrics, until
 
 pytestmark = pytest.mark.integration
 
-# China's 2022 national average grid emission factor, 0.5366 kgCO2/kWh: MEE & NBS,
-# 《关于发布2022年电力二氧化碳排放因子的公告》 (2024-12-20). Written here independently of
-# rules/factors so the test checks the data file too.
-CN_2022_KG_PER_KWH = 0.5366
+# Hubei's 2023 provincial average grid emission factor, 0.4044 kgCO2/kWh: MEE & NBS,
+# 《关于发布2023年电力二氧化碳排放因子的公告》 (公告2025年第47号, 表3), the newest vintage for a
+# site in CN-HB. Written here independently of rules/factors so the test checks the data file.
+CN_HB_2023_KG_PER_KWH = 0.4044
 
 SITE = "plant-it"
 POLLS = 12
@@ -166,8 +166,8 @@ async def test_meter_registers_to_stored_values_and_scope2(
     intervals = ledger.site_intervals(SITE)
     assert sum(i.grid_import_kwh for i in intervals) == pytest.approx(energy, rel=1e-9)
     assert sum(i.scope2_location_kgco2e for i in intervals) == pytest.approx(
-        energy * CN_2022_KG_PER_KWH, rel=1e-9)
-    assert {i.grid_factor_id for i in intervals} == {"cn-mee-2022-grid-national-average"}
+        energy * CN_HB_2023_KG_PER_KWH, rel=1e-9)
+    assert {i.grid_factor_id for i in intervals} == {"cn-mee-2023-grid-province-hubei"}
     assert ledger.events(SITE) == []
 
     # 4. the derived figure reached the stores: its latest revision equals the ledger
@@ -186,4 +186,4 @@ async def test_meter_registers_to_stored_values_and_scope2(
     # 5. the collectors only ever read
     assert set(meter.function_codes) == {4}
     print(f"checked {len(served)} polls x {len(EXPECTED_MAP)} values in SQLite and "
-          f"VictoriaMetrics; {energy:.4f} kWh -> {energy * CN_2022_KG_PER_KWH:.4f} kg CO2")
+          f"VictoriaMetrics; {energy:.4f} kWh -> {energy * CN_HB_2023_KG_PER_KWH:.4f} kg CO2")

@@ -28,8 +28,9 @@ def test_demo_shows_live_figures(tmp_path: Path) -> None:
     readings, kwh, kg = int(m[1]), float(m[2]), float(m[3])
     assert readings >= 3
     assert kwh > 0
-    # Scope 2 location-based with the 2022 national factor (0.5366 kg/kWh), to display rounding
-    assert kg == pytest.approx(kwh * 0.5366, abs=0.002)
+    # Scope 2 location-based with Hubei's 2023 provincial factor (0.4044 kg/kWh, MEE & NBS
+    # 公告2025年第47号): the demo plant is in Wuhan. To display rounding.
+    assert kg == pytest.approx(kwh * 0.4044, abs=0.002)
     assert (tmp_path / "ledger.sqlite").exists()
     assert "Traceback" not in proc.stderr
 

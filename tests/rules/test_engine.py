@@ -14,9 +14,10 @@ from telemetry.config import SiteInfo
 from telemetry.sample import Sample
 from telemetry.timeutil import QUARTER_HOUR_MS
 
-# China's 2022 national average grid factor: 0.5366 kgCO2/kWh (MEE & NBS, announcement
-# of 2024-12-20). Written here on purpose, independently of the factor file.
-CN_2022 = 0.5366
+# Hubei's provincial average grid factor for 2023, 0.4044 kgCO2/kWh (MEE & NBS, 公告2025年第47号,
+# 表3): the newest vintage for a site in CN-HB in 2025. Written here on purpose, independently of
+# the factor file.
+CN_HB_2023 = 0.4044
 SITE = SiteInfo(id="plant-a", timezone="Asia/Shanghai", region="CN-HB")
 T0 = 1_764_000_000_000 - 1_764_000_000_000 % QUARTER_HOUR_MS
 
@@ -47,9 +48,9 @@ def test_counter_readings_become_interval_energy_and_scope2(tmp_path: Path) -> N
         (T0, pytest.approx(15.0)), (T0 + QUARTER_HOUR_MS, pytest.approx(25.0))]
     ivs = e.ledger.site_intervals("plant-a")
     assert [i.grid_import_kwh for i in ivs] == [pytest.approx(15.0), pytest.approx(25.0)]
-    assert [i.scope2_location_kgco2e for i in ivs] == [pytest.approx(15.0 * CN_2022),
-                                                        pytest.approx(25.0 * CN_2022)]
-    assert {i.grid_factor_id for i in ivs} == {"cn-mee-2022-grid-national-average"}
+    assert [i.scope2_location_kgco2e for i in ivs] == [pytest.approx(15.0 * CN_HB_2023),
+                                                        pytest.approx(25.0 * CN_HB_2023)]
+    assert {i.grid_factor_id for i in ivs} == {"cn-mee-2023-grid-province-hubei"}
 
 
 def test_redelivered_samples_are_not_counted_twice(tmp_path: Path) -> None:
@@ -111,7 +112,7 @@ def test_derived_sample_carries_the_interval(tmp_path: Path) -> None:
     s = e.derived_sample(iv, seq=7)
     assert (s.device, s.ts, s.seq) == (DERIVED_DEVICE, T0, 7)
     assert s.values == {"grid_import_kwh": pytest.approx(2.0),
-                        "scope2_location_kgco2e": pytest.approx(2.0 * CN_2022)}
+                        "scope2_location_kgco2e": pytest.approx(2.0 * CN_HB_2023)}
 
 
 def test_a_pinned_factor_that_does_not_exist_is_a_config_error(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def test_a_ppa_hours_surplus_serves_later_hours_not_earlier_ones() -> None:
     )
     assert [h.residual_kwh for h in a.hours] == [10, 0, 0]
     assert a.hours[2].covered == {"ppa": 10}
-    left = [p for p in a.pools if p.instrument == "ppa"][0]
+    left = next(p for p in a.pools if p.instrument == "ppa")
     assert left.volume_kwh - left.used_kwh == pytest.approx(5)
 
 

@@ -23,7 +23,8 @@ from telemetry.config import SiteInfo
 from telemetry.sample import Sample, encode
 from telemetry.timeutil import QUARTER_HOUR_MS
 
-CN_2022 = 0.5366  # kgCO2/kWh, MEE & NBS 2022 national average, written here on purpose
+# kgCO2/kWh, MEE & NBS 2023 national average (the newest vintage in 2025), written here on purpose
+CN_2023 = 0.5306
 SITE = SiteInfo(id="plant-a", timezone="Asia/Shanghai", region="CN")
 T0 = 1_764_000_000_000 - 1_764_000_000_000 % QUARTER_HOUR_MS
 
@@ -61,8 +62,10 @@ def test_a_recorded_hour_with_a_rollover_and_a_spike(tmp_path: Path) -> None:
     body = json.loads(out.stdout)
     kwh = 8 + 8 + 8 + 16
     assert body["energy_kwh"]["grid_import"] == {"total": pytest.approx(kwh), "estimated": 0}
-    assert body["scope2_location_kgco2e"] == pytest.approx(kwh * CN_2022)
-    assert [f["id"] for f in body["factors"]] == ["cn-mee-2022-grid-national-average"]
+    assert body["scope2_location_kgco2e"] == pytest.approx(kwh * CN_2023)
+    # location-based at the grid average; market-based (no instruments) at the residual mix
+    assert [f["id"] for f in body["factors"]] == ["cn-mee-2023-grid-national-average",
+                                                  "cn-mee-2023-grid-national-excl-market-nonfossil"]
     assert [e["kind"] for e in body["events"]] == ["rollover", "spike", "spike"]
     # from 09:00 site time on: only the readings after it count in the summary
     t1 = T0 + 30 * 60_000

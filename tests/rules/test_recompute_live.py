@@ -1,0 +1,226 @@
+"""Recompute after a factor is revised; live figures equal the report; meters without counters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lingtan.config import load
+from rules.accounts import Accounts, open_accounts
+from rules.ledger import Ledger
+from rules.live import Live
+from rules.periods import PeriodKind, period_of
+from rules.recompute import recompute
+from rules.replay import replay
+from telemetry.sample import Sample
+
+T0 = int(datetime(2026, 3, 30, tzinfo=UTC).timestamp() * 1000)  # before the fiscal year's turn
+Q = 15 * 60_000
+
+FACTORS = """
+factors:
+  - id: test-grid-xx
+    kind: grid_electricity
+    value: {value}
+    unit: kgCO2/kWh
+    gases: [CO2]
+    region: XX
+    year: 2025
+    valid_from: 2025-01-01
+    source: a grid factor written for this test ({note})
+    publisher: test
+    published: 2026-01-01
+  - id: test-residual-xx
+    kind: residual_mix
+    value: 0.8
+    unit: kgCO2/kWh
+    gases: [CO2]
+    region: XX
+    year: 2025
+    valid_from: 2025-01-01
+    source: a residual mix written for this test
+    publisher: test
+    published: 2026-01-01
+"""
+
+CONFIG = """
+site: {id: p, timezone: Europe/Berlin, region: XX}
+rules:
+  ledger: ledger.sqlite
+  factor_files: [factors.yaml]
+  fiscal_year_start_month: 4
+  meters:
+    - {device: grid, role: grid_import}
+    - {device: pv, role: generation, renewable: true}
+    - {device: dc-in, role: dc_facility, zone: dc1}
+    - {device: dc-it, role: it_load, zone: dc1}
+  target: {baseline_year: 2020, baseline_tco2e: 1000, target_year: 2030, reduction: 0.5,
+           scopes: [scope1, scope2_market]}
+  market:
+    certificates:
+      - {id: go-1, scheme: GO, volume_mwh: 0.5, technology: hydro, vintage: 2026,
+         generation_from: 2026-01-01, generation_to: 2026-03-31}
+"""
+
+
+def _site(tmp: Path, value: float = 0.5, note: str = "first publication") -> Accounts:
+    (tmp / "factors.yaml").write_text(FACTORS.format(value=value, note=note))
+    (tmp / "site.yaml").write_text(CONFIG)
+    loaded = load(tmp / "site.yaml")
+    c = loaded.config
+    return open_accounts(c.site, c.rules, Ledger(tmp / "ledger.sqlite"), loaded.base_dir)
+
+
+def _samples(intervals: int) -> list[Sample]:
+    out = []
+    for i in range(intervals + 1):
+        hour = (i // 4) % 24
+        out += [
+            Sample(site="p", device="grid", seq=i, ts=T0 + i * Q,
+                   values={"energy_import_kwh": 10.0 * i}),
+            Sample(site="p", device="pv", seq=i, ts=T0 + i * Q,
+                   values={"energy_export_kwh": 4.0 * sum(
+                       1 for k in range(i) if 8 <= (k // 4) % 24 < 16)}),
+            Sample(site="p", device="dc-in", seq=i, ts=T0 + i * Q,
+                   values={"energy_import_kwh": 3.0 * i}),
+            Sample(site="p", device="dc-it", seq=i, ts=T0 + i * Q,
+                   values={"energy_import_kwh": 2.0 * i + (hour > 99)}),
+        ]
+    return out
+
+
+def test_recompute_keeps_the_previous_figures_and_what_changed(tmp_path: Path) -> None:
+    acc = _site(tmp_path)
+    replay(acc.engine, _samples(8 * 96))  # 8 days at 40 kWh an hour
+    before = acc.period()
+    assert before["scope2_location_kgco2e"] == pytest.approx(8 * 96 * 10 * 0.5)
+    acc.engine.ledger.close()
+
+    # the publisher corrects the factor: 0.5 -> 0.55, from 1 April (site time) on
+    acc = _site(tmp_path, 0.55, "corrected")
+    cut = int(datetime(2026, 3, 31, 22, tzinfo=UTC).timestamp() * 1000)  # 1 Apr 00:00 +02
+    rev = recompute(acc.engine, cut, "the publisher corrected test-grid-xx", now_ms=1)
+    after = acc.period()
+    kwh_after_cut = sum(k for t, k in acc.engine.ledger.meter_intervals("p", "grid") if t >= cut)
+    kwh_before_cut = 8 * 96 * 10 - kwh_after_cut
+    assert after["scope2_location_kgco2e"] == pytest.approx(
+        kwh_before_cut * 0.5 + kwh_after_cut * 0.55)
+    assert rev.id is not None
+    assert rev.rows_changed == len([t for t, _ in acc.engine.ledger.meter_intervals("p", "grid")
+                                    if t >= cut])
+    (rid, _, from_ms, reason, b, a), = acc.engine.ledger.revisions("p")
+    assert (rid, from_ms, reason) == (rev.id, cut, "the publisher corrected test-grid-xx")
+    assert orjson.loads(b)["scope2_location_kgco2e"] == pytest.approx(kwh_after_cut * 0.5)
+    assert orjson.loads(a)["scope2_location_kgco2e"] == pytest.approx(kwh_after_cut * 0.55)
+    changes = acc.engine.ledger.revision_changes(rev.id)
+    start, source, scope, method, gas, old, new, old_ids, new_ids = changes[0]
+    assert (source, scope, method, gas, old_ids, new_ids) == (
+        "grid", "2", "location", "CO2", "test-grid-xx", "test-grid-xx")
+    assert new == pytest.approx(old * 0.55 / 0.5)
+    # the published 15-minute figures are restated too
+    iv = next(i for i in acc.engine.ledger.site_intervals("p", cut) if i.start_ms == start)
+    assert iv.scope2_location_kgco2e == pytest.approx(new)
+    # a second run finds nothing to change and records nothing
+    again = recompute(acc.engine, cut, "again", now_ms=2)
+    assert again.id is None
+    assert len(acc.engine.ledger.revisions("p")) == 1
+    with pytest.raises(ValueError, match="needs a reason"):
+        recompute(acc.engine, cut, " ", now_ms=3)
+
+
+def test_live_figures_equal_the_report_of_the_same_periods(tmp_path: Path) -> None:
+    acc = _site(tmp_path)
+    live = Live(acc)
+    samples = _samples(5 * 96 + 37)  # over the fiscal year's turn, into a day
+    replay(acc.engine, samples[: len(samples) // 2])
+    live.figures(samples[len(samples) // 2].ts)  # fills the day cache
+    replay(acc.engine, samples[len(samples) // 2:])
+    assert acc.engine.touched_from is not None
+    live.invalidate(acc.engine.touched_from)
+    as_of = samples[-1].ts
+    fig = live.figures(as_of)
+    for name, kind in (("today", PeriodKind.DAY), ("month", PeriodKind.MONTH),
+                       ("fy", PeriodKind.FISCAL_YEAR)):
+        p = period_of(as_of - 1, kind, "Europe/Berlin", 4)
+        rep = acc.period(p.start_ms, p.end_ms)
+        assert fig.values[f"scope2_location_{name}_kgco2e"] == pytest.approx(
+            rep["scope2_location_kgco2e"])
+        assert fig.values[f"scope2_market_{name}_kgco2e"] == pytest.approx(
+            rep["scope2_market_kgco2e"])
+        assert fig.values[f"scope1_{name}_kgco2e"] == pytest.approx(rep["scope1_kgco2e"])
+        if name == "today":
+            assert fig.values["energy_today_kwh"] == pytest.approx(rep["consumption_kwh"])
+            # the report rounds ratios to 6 decimals
+            assert fig.values["renewable_share_today_ratio"] == pytest.approx(
+                rep["renewable_share"], abs=1e-6)
+            assert fig.values["cfe_today_ratio"] == pytest.approx(rep["cfe"]["energytag"],
+                                                                  abs=1e-6)
+            assert fig.pue_today == {"dc1": pytest.approx(rep["pue"]["dc1"])}
+    # the GO (0.5 MWh, claim window FY2026 = April 2025 - March 2026) was used up before the
+    # fiscal year turned; from April the grid import is all at the residual mix
+    fy = period_of(as_of - 1, PeriodKind.FISCAL_YEAR, "Europe/Berlin", 4)
+    assert fig.values["scope2_market_fy_kgco2e"] == pytest.approx(
+        acc.period(fy.start_ms)["grid_import_kwh"] * 0.8)
+    assert fig.target is not None
+    assert fig.target.year == 2027
+    assert fig.values["target_on_track"] in (0.0, 1.0)
+
+
+def test_a_meter_without_a_counter_integrates_its_power_flagged_estimated(tmp_path: Path) -> None:
+    (tmp_path / "site.yaml").write_text(
+        "site: {id: p, timezone: UTC, region: CN}\n"
+        "rules:\n  meters:\n"
+        "    - {device: old-feeder, role: submeter, quantity: active_power_kw, gap_s: 120}\n")
+    loaded = load(tmp_path / "site.yaml")
+    acc = open_accounts(loaded.config.site, loaded.config.rules, Ledger(tmp_path / "l.sqlite"))
+    kw = [100.0, 120.0, 80.0, -5.0, 60.0]
+    t = [0, 60_000, 120_000, 180_000, 480_000]  # the last step is a 5-minute gap
+    replay(acc.engine, [Sample(site="p", device="old-feeder", seq=i, ts=T0 + t[i],
+                               values={"active_power_kw": kw[i]}) for i in range(5)])
+    # trapezoids: (100+120)/2/60 + (120+80)/2/60 + (80+0)/2/60 + (0+60)/2 x 5/60
+    expected = 110 / 60 + 100 / 60 + 40 / 60 + 30 * 5 / 60
+    r = acc.period()
+    assert r["breakdown_kwh"]["by_meter"]["old-feeder"] == pytest.approx(expected)
+    assert acc.engine.ledger.estimated_kwh("p", "old-feeder") == pytest.approx(expected)
+    assert r["data_quality"]["events"] == {"gap": 1}
+
+
+def test_gas_without_temperature_and_pressure_is_counted_flagged(tmp_path: Path) -> None:
+    (tmp_path / "site.yaml").write_text(
+        "site: {id: p, timezone: UTC, region: CN}\n"
+        "rules:\n  meters:\n"
+        "    - {device: gas, role: fuel, fuel: lpg, quantity: fuel_mass_kg}\n")
+    loaded = load(tmp_path / "site.yaml")
+    acc = open_accounts(loaded.config.site, loaded.config.rules, Ledger(tmp_path / "l.sqlite"))
+    replay(acc.engine, [Sample(site="p", device="gas", seq=i, ts=T0 + i * Q,
+                               values={"fuel_mass_kg": 2.0 * i}) for i in range(5)])
+    r = acc.period()
+    assert r["fuels"]["gas"] == {"fuel": "lpg", "unit": "kg", "amount": 8.0, "estimated": 0.0}
+    # 8 kg LPG x 47.3 MJ/kg (IPCC 2006 Table 1.2) x 63 100 kg CO2/TJ (Table 1.4)
+    assert r["scope1_by_gas_kgco2e"]["CO2"] == pytest.approx(8 * 47.3e-6 * 63_100)
+
+
+def test_config_errors_name_the_meter(tmp_path: Path) -> None:
+    from lingtan.config import ConfigError
+
+    (tmp_path / "site.yaml").write_text(
+        "site: {id: p, timezone: UTC, region: CN}\n"
+        "rules:\n  meters:\n    - {device: a, role: submeter}\n"
+        "  virtual_meters:\n    - {id: v, formula: 'a + + b'}\n")
+    with pytest.raises(ConfigError, match=r"formula 'a \+ \+ b' is not meter ids"):
+        load(tmp_path / "site.yaml")
+    (tmp_path / "site.yaml").write_text(
+        "site: {id: p, timezone: UTC, region: CN}\n"
+        "rules:\n  meters:\n    - {device: a, role: submeter}\n"
+        "  virtual_meters:\n    - {id: v, formula: 'a - b'}\n")
+    with pytest.raises(ConfigError, match=r"'b' is not a meter listed before it"):
+        load(tmp_path / "site.yaml")
+    (tmp_path / "site.yaml").write_text(
+        "site: {id: p, timezone: UTC, region: CN}\n"
+        "rules:\n  meters:\n    - {device: g, role: fuel, fuel: natural_gas}\n")
+    loaded = load(tmp_path / "site.yaml")
+    with pytest.raises(ValueError, match=r"rules.meters \(g\): the meter counts m3 but calorific"):
+        open_accounts(loaded.config.site, loaded.config.rules, Ledger(tmp_path / "l.sqlite"))
