@@ -235,14 +235,19 @@ def ingest(
 
 @app.command()
 def rules(config: ConfigOpt) -> None:
-    """Run rules: energy and Scope 2 into the ledger, derived figures to the broker."""
+    """Run rules: the accounts into the ledger, derived figures and alerts to the broker."""
     from rules.service import RulesService
 
     loaded = _load(config)
     c = loaded.config
     stop = threading.Event()
     _stop_on_signals(stop)
-    RulesService(c.site, c.broker, c.rules, base_dir=loaded.base_dir).run(stop)
+    try:
+        service = RulesService(c.site, c.broker, c.rules, base_dir=loaded.base_dir, alerts=c.alerts)
+    except ValueError as exc:  # a factor a meter needs, an alert channel's secret
+        err.print(f"[red]error[/]: {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    service.run(stop)
 
 
 def _site_time(text: str, timezone: str, what: str) -> int:

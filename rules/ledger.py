@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 -- periods read every meter's intervals by time
 CREATE INDEX IF NOT EXISTS meter_interval_by_time ON meter_interval(site, start_ms);
+CREATE INDEX IF NOT EXISTS events_by_time ON events(site, ts);
 CREATE TABLE IF NOT EXISTS derived_seq (site TEXT PRIMARY KEY, last INTEGER NOT NULL);
 """
 
@@ -379,6 +380,17 @@ class Ledger:
                 (site,),
             )
         ]
+
+    def event_counts(self, site: str, start_ms: int, end_ms: int) -> dict[str, dict[str, int]]:
+        """{device: {kind: count}} of the events of readings in [start_ms, end_ms)."""
+        out: dict[str, dict[str, int]] = {}
+        for device, kind, n in self._db.execute(
+            "SELECT device, kind, count(*) FROM events WHERE site=? AND ts>=? AND ts<? "
+            "GROUP BY device, kind",
+            (site, start_ms, end_ms),
+        ):
+            out.setdefault(str(device), {})[str(kind)] = int(n)
+        return out
 
     def meter_intervals(self, site: str, device: str) -> list[tuple[int, float]]:
         """(start_ms, kWh) of one meter, oldest first."""

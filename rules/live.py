@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from rules.accounts import Accounts
-from rules.config import Role
+from rules.config import BREAKDOWN_ROLES, Role
 from rules.market import HourFlow, allocate, cfe, pools
 from rules.periods import PeriodKind, period_of
 from rules.targets import TargetStatus
@@ -32,6 +32,9 @@ class DayTotals:
     scope2_location: float  # electricity and thermal
     thermal: float  # purchased heat, steam, cooling (location = market: no instruments)
     zones: dict[str, list[float]] = field(default_factory=dict)  # zone: [facility, IT] kWh
+    submetered_kwh: float = 0.0  # sub-meters and data-centre intakes (the breakdown)
+    metered_kwh: float = 0.0  # the site's own meters (not the breakdown), for data quality
+    estimated_kwh: float = 0.0  # of which spread over gaps or integrated from power
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class LiveFigures:
     values: dict[str, float]  # quantity -> value, for the site's Sample
     pue_today: dict[str, float]  # zone -> PUE today
     target: TargetStatus | None
+    consumption_today_kwh: float = 0.0
+    submetered_today_kwh: float = 0.0
+    estimated_share_today: float | None = None
 
 
 class Live:
@@ -68,10 +74,19 @@ class Live:
         rows = acc.engine.ledger.emissions(acc.site.id, start_ms, end_ms)
         zones: dict[str, list[float]] = {}
         meters = acc.engine.meters
-        for device, role, _, kwh in acc.engine.ledger.meter_energy(acc.site.id, start_ms, end_ms):
+        sub = metered = estimated = 0.0
+        for device, role, _, kwh, est, unit in acc.engine.ledger.meter_amounts(
+            acc.site.id, start_ms, end_ms
+        ):
+            if unit != "kWh":
+                continue
             m = meters.get(device)
             if m is not None and m.zone is not None:
                 zones.setdefault(m.zone, [0.0, 0.0])[1 if role == Role.IT_LOAD else 0] += kwh
+            if role in (Role.SUBMETER, Role.DC_FACILITY):
+                sub += kwh
+            elif role not in BREAKDOWN_ROLES:
+                metered, estimated = metered + kwh, estimated + est
         found = self._days[start_ms] = DayTotals(
             hours=hours,
             ppa=ppa,
@@ -80,6 +95,9 @@ class Live:
             scope2_location=sum(r.kgco2e for r in rows if r.scope == "2"),
             thermal=sum(r.kgco2e for r in rows if r.scope == "2" and r.category != "electricity"),
             zones=zones,
+            submetered_kwh=sub,
+            metered_kwh=metered,
+            estimated_kwh=estimated,
         )
         return found
 
@@ -119,12 +137,13 @@ class Live:
             values[f"scope2_market_{name}_kgco2e"] = sum(h.market_kgco2e for h in hs) + sum(
                 x.thermal for x in ds
             )
+            consumed = sum(x.consumption_kwh for x in ds)
+            if consumed > 0:
+                renewable = sum(h.onsite_renewable_kwh + h.contracted_renewable_kwh for h in hs)
+                values[f"renewable_share_{name}_ratio"] = renewable / consumed
         todays = [h for h in alloc.hours if h.start_ms >= today.start_ms]
         day = self._days[today.start_ms]
         values["energy_today_kwh"] = day.consumption_kwh
-        if day.consumption_kwh > 0:
-            ren = sum(h.onsite_renewable_kwh + h.contracted_renewable_kwh for h in todays)
-            values["renewable_share_today_ratio"] = ren / day.consumption_kwh
         score = cfe(todays)
         if score.energytag is not None:
             values["cfe_today_ratio"] = score.energytag
@@ -152,7 +171,16 @@ class Live:
                 "target_on_track": 1.0 if target.on_track else 0.0,
             }
         pue = {z: fac / it for z, (fac, it) in day.zones.items() if it > 0}
-        return LiveFigures(as_of_ms, power, values, pue, target)
+        return LiveFigures(
+            as_of_ms,
+            power,
+            values,
+            pue,
+            target,
+            consumption_today_kwh=day.consumption_kwh,
+            submetered_today_kwh=day.submetered_kwh,
+            estimated_share_today=day.estimated_kwh / day.metered_kwh if day.metered_kwh else None,
+        )
 
     def _power(self, as_of_ms: int) -> float | None:
         """Average consumption power over the open 15-minute interval so far."""

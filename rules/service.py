@@ -13,10 +13,21 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from rules.accounts import open_accounts
+from rules.alerts import (
+    Alerts,
+    AlertsConfig,
+    BalanceFigures,
+    Figures,
+    QualityFigures,
+    Reading,
+    TargetFigures,
+    publish_events,
+)
 from rules.config import RulesConfig
 from rules.engine import SITE_DEVICE
 from rules.ledger import Ledger
 from rules.live import Live, LiveFigures
+from rules.periods import PeriodKind, period_of
 from telemetry import topics
 from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.mqtt import Consumer, Message
@@ -24,6 +35,11 @@ from telemetry.sample import Sample, WireError, decode, encode
 from telemetry.timeutil import QUARTER_HOUR_MS, floor_ms, now_ms
 
 log = logging.getLogger(__name__)
+
+
+def _local_midnight(ts_ms: int, timezone: str) -> int:
+    """The start of the site day holding `ts_ms`."""
+    return period_of(ts_ms, PeriodKind.DAY, timezone).start_ms
 
 
 def _resolve(path: Path, base_dir: Path | None) -> Path:
@@ -40,6 +56,8 @@ class RulesService:
         cfg: RulesConfig,
         *,
         base_dir: Path | None = None,
+        alerts: AlertsConfig | None = None,
+        alerts_every_s: float = 1.0,
     ) -> None:
         self.site = site
         self.cfg = cfg
@@ -50,6 +68,12 @@ class RulesService:
         self._site_bookings = -1  # engine bookings when the site figures were last published
         self._last_site_publish = -1e9
         self.last_figures: LiveFigures | None = None
+        # Alerts over the live figures and the meters' latest readings (rules/alerts)
+        self.alerts = None if alerts is None else Alerts(site, alerts, base_dir=base_dir)
+        self.alerts_every_s = alerts_every_s
+        self._last_alerts = -1e9
+        self._latest: dict[tuple[str, str], Reading] = {}
+        self._alert_mids: dict[int, int] = {}  # MQTT mid -> alert event id
         subs = [topics.sample(site.id, m.device) for m in cfg.meters]
         self.consumer = Consumer(broker, cfg.client_id, subs)
         self.consumer.client.on_publish = self._on_publish
@@ -67,6 +91,9 @@ class RulesService:
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set."""
         self.consumer.start()
+        if self.alerts is not None:
+            self.alerts.start()
+            self._publish_alerts(self.alerts.unpublished())
         try:
             while not stop.is_set():
                 batch = self.consumer.get_batch(self.cfg.batch_messages, self.cfg.batch_wait_s)
@@ -74,20 +101,74 @@ class RulesService:
                     self.process(batch)
                 self._settle_acks()
                 self.publish_changed()
+                self.evaluate_alerts()
         finally:
             self.consumer.stop()
+            if self.alerts is not None:
+                self.alerts.close()
             self.ledger.close()
+
+    def evaluate_alerts(self) -> None:
+        """Evaluate the alert rules (at most every `alerts_every_s`) and publish their events."""
+        now = time.monotonic()
+        if self.alerts is None or now - self._last_alerts < self.alerts_every_s:
+            return
+        self._last_alerts = now
+        self._publish_alerts(self.alerts.evaluate(self.figures()))
+
+    def _publish_alerts(self, events: list[Any]) -> None:
+        if events:
+            self._alert_mids.update(publish_events(self.consumer.client, self.site.id, events))
+
+    def figures(self) -> Figures:
+        """The snapshot alert rules are evaluated on."""
+        f = self.last_figures
+        expected = frozenset(m.device for m in self.cfg.meters)
+        if f is None:
+            return Figures(latest=dict(self._latest), expected_devices=expected)
+        target = None
+        if f.target is not None:
+            t = f.target
+            target = TargetFigures(
+                budget_to_date=t.budget_to_date_tco2e,
+                actual_to_date=t.actual_to_date_tco2e,
+                forecast=t.forecast_tco2e,
+                allowed=t.allowed_tco2e,
+            )
+        day_start = _local_midnight(f.as_of_ms, self.site.timezone)
+        return Figures(
+            latest=dict(self._latest),
+            expected_devices=expected,
+            target=target,
+            site_power_kw=f.site_power_kw,
+            renewable_share=f.values.get("renewable_share_month_ratio"),
+            balance=BalanceFigures(
+                site_kwh=f.consumption_today_kwh,
+                submetered_kwh=f.submetered_today_kwh,
+                unmetered_kwh=max(0.0, f.consumption_today_kwh - f.submetered_today_kwh),
+            ),
+            quality=QualityFigures(
+                events=self.ledger.event_counts(self.site.id, day_start, f.as_of_ms + 1),
+                estimated_share=f.estimated_share_today,
+            ),
+        )
 
     def process(self, batch: list[Message]) -> None:
         """Account for a batch in one ledger transaction, then acknowledge it."""
         samples: list[Sample] = []
         for m in batch:
             try:
-                samples += decode(m.payload)
+                decoded = decode(m.payload)
+                samples += decoded
             except WireError as exc:
                 # ingest dead-letters bad payloads; rules only skips them
                 self.invalid_messages += 1
                 log.warning("skipping invalid message on %s: %s", m.topic, exc)
+        for s in samples:
+            for q, v in s.values.items():
+                prev = self._latest.get((s.device, q))
+                if prev is None or s.ts >= prev.ts_ms:
+                    self._latest[(s.device, q)] = Reading(s.ts, v)
         with self.ledger.transaction():
             for s in samples:
                 booked = self.engine.bookings
@@ -188,6 +269,9 @@ class RulesService:
             entry = self._inflight.pop(mid, None)
             if entry is not None:
                 done.append(entry)
+            event = self._alert_mids.pop(mid, None)
+            if event is not None and self.alerts is not None:
+                self.alerts.mark_published([event])
         if done:
             with self.ledger.transaction():
                 for start, version in done:
