@@ -224,3 +224,57 @@ def test_config_errors_name_the_meter(tmp_path: Path) -> None:
     loaded = load(tmp_path / "site.yaml")
     with pytest.raises(ValueError, match=r"rules.meters \(g\): the meter counts m3 but calorific"):
         open_accounts(loaded.config.site, loaded.config.rules, Ledger(tmp_path / "l.sqlite"))
+
+
+BIO_AND_STEAM = """
+factors:
+  - {id: test-biogas-ncv, kind: net_calorific_value, fuel: biogas, value: 20.0, unit: MJ/m3,
+     gases: [CO2, CH4, N2O], region: XX, year: 2026, valid_from: 2026-01-01,
+     source: the digester operator's analysis (test data), publisher: test, published: 2026-01-01}
+  - {id: test-biogas-co2, kind: fuel_emission, fuel: biogas, value: 54600, unit: kg/TJ,
+     gases: [CO2], biogenic: true, region: XX, year: 2026, valid_from: 2026-01-01,
+     source: a biogenic CO2 factor written for this test, publisher: test, published: 2026-01-01}
+  - {id: test-biogas-ch4, kind: fuel_emission, fuel: biogas, value: 1, unit: kg/TJ,
+     gases: [CH4], region: XX, year: 2026, valid_from: 2026-01-01,
+     source: a CH4 factor written for this test, publisher: test, published: 2026-01-01}
+  - {id: test-biogas-n2o, kind: fuel_emission, fuel: biogas, value: 0.1, unit: kg/TJ,
+     gases: [N2O], region: XX, year: 2026, valid_from: 2026-01-01,
+     source: a N2O factor written for this test, publisher: test, published: 2026-01-01}
+  - {id: test-steam, kind: purchased_steam, value: 0.25, unit: kgCO2/kWh, gases: [CO2],
+     region: XX, year: 2026, valid_from: 2026-01-01,
+     source: the steam supplier's disclosed factor (test data), publisher: test,
+     published: 2026-01-01}
+"""
+
+
+def test_biogenic_co2_is_reported_apart_and_steam_is_scope2(tmp_path: Path) -> None:
+    (tmp_path / "f.yaml").write_text(BIO_AND_STEAM)
+    (tmp_path / "site.yaml").write_text(
+        "site: {id: p, timezone: UTC, region: XX}\n"
+        "rules:\n  factor_files: [f.yaml]\n  gwp_set: AR6\n  meters:\n"
+        "    - {device: digester, role: fuel, fuel: biogas, ncv: test-biogas-ncv}\n"
+        "    - {device: steam, role: purchased_steam}\n")
+    loaded = load(tmp_path / "site.yaml")
+    acc = open_accounts(loaded.config.site, loaded.config.rules, Ledger(tmp_path / "l.sqlite"),
+                        tmp_path)
+    ts = int(datetime(2026, 5, 1, tzinfo=UTC).timestamp() * 1000)
+    replay(acc.engine, [
+        *(Sample(site="p", device="digester", seq=i, ts=ts + i * Q,
+                 values={"gas_volume_m3": 500.0 * i}) for i in range(3)),
+        *(Sample(site="p", device="steam", seq=i, ts=ts + i * Q,
+                 values={"heat_energy_kwh": 400.0 * i}) for i in range(3)),
+    ])
+    r = acc.period()
+    tj = 1000 * 20.0 / 1e6  # 1000 m3 x 20 MJ/m3 = 0.02 TJ
+    assert r["biogenic_co2_kg"] == pytest.approx(tj * 54_600)  # outside the scopes
+    # CH4 from biomass at AR6's non-fossil GWP (27.0, Table 7.15), N2O at 273
+    assert r["scope1_by_gas_kgco2e"] == {"CH4": pytest.approx(tj * 1 * 27.0),
+                                         "N2O": pytest.approx(tj * 0.1 * 273)}
+    assert r["scope2_location_by_category_kgco2e"] == {"steam": pytest.approx(800 * 0.25)}
+    # no certificates for steam: market-based equals location-based for it
+    assert r["scope2_market_kgco2e"] == pytest.approx(800 * 0.25)
+    rows = acc.engine.ledger.emissions("p")
+    assert rows
+    for row in rows:  # every emission row names factors that are in the library
+        for fid in row.factor_ids.split(","):
+            assert fid in acc.engine.factors

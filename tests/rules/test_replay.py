@@ -124,6 +124,10 @@ def test_replaying_in_pieces_equals_replaying_in_one_go(
         # energy is conserved by the split: intervals add up to what the site rows hold
         energy = sum(k for _, k in whole.ledger.meter_intervals("plant-a", "grid"))
         assert energy == pytest.approx(summary(whole)["grid_import_kwh"], abs=1e-6)
+        # every emission row names the factors it used, each one in the library
+        for row in whole.ledger.emissions("plant-a"):
+            assert row.factor_ids
+            assert all(f in whole.factors for f in row.factor_ids.split(","))
 
 
 def test_read_samples_takes_lists_and_skips_blank_lines(tmp_path: Path) -> None:
