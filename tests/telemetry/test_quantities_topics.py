@@ -25,7 +25,7 @@ def test_counters_and_gauges() -> None:
     energy = {n for n in counters if not n.startswith(("poll_", "outbox_", "ingest_"))}
     assert energy == {"energy_import_kwh", "energy_export_kwh", "reactive_energy_import_kvarh",
                       "reactive_energy_export_kvarh", "gas_volume_m3", "fuel_volume_l",
-                      "heat_energy_kwh", "water_volume_m3"}
+                      "fuel_mass_kg", "heat_energy_kwh", "water_volume_m3"}
     assert v["active_power_kw"].unit == "kW"
     assert v["power_factor"].unit == "1"
 
