@@ -25,6 +25,8 @@ class PeriodKind(StrEnum):
     DAY = "day"  # site time
     MONTH = "month"  # site time
     FISCAL_YEAR = "fiscal_year"  # site time, from the configured start month
+    QUARTER = "quarter"  # site time, calendar quarters (reports)
+    YEAR = "year"  # site time, calendar year (reports)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,12 @@ def period_of(
     elif kind is PeriodKind.MONTH:
         first = day.replace(day=1)
         nxt, label = _add_months(first, 1), first.strftime("%Y-%m")
+    elif kind is PeriodKind.QUARTER:
+        first = date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+        nxt, label = _add_months(first, 3), f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+    elif kind is PeriodKind.YEAR:
+        first = date(day.year, 1, 1)
+        nxt, label = _add_months(first, 12), str(day.year)
     else:
         # Named after the calendar year it ends in (April 2026 - March 2027 is FY2027), as the
         # US federal and most companies' fiscal years are (Japan names by the start year: say so
@@ -95,3 +103,62 @@ def periods_between(
         out.append(p)
         t = p.end_ms
     return out
+
+
+def parse_period(label: str, timezone: str = "UTC", fiscal_start_month: int = 1) -> Period:
+    """A reporting period from its label, in the site's time zone.
+
+    `2026-10` a month, `2026-Q3` a calendar quarter, `2026` a calendar year, `FY2027` the fiscal
+    year named for the year it ends in, `2026-10-05` a day.
+    """
+    zone = ZoneInfo(timezone)
+    text = label.strip()
+    try:
+        if text.upper().startswith("FY") and text[2:].isdigit() and len(text) == 6:
+            end_year = int(text[2:])
+            start_year = end_year if fiscal_start_month == 1 else end_year - 1
+            first = date(start_year, fiscal_start_month, 1)
+            return Period(
+                PeriodKind.FISCAL_YEAR,
+                f"FY{end_year}",
+                _midnight_ms(first, zone),
+                _midnight_ms(_add_months(first, 12), zone),
+            )
+        if len(text) == 7 and text[4:6].upper() == "-Q" and text[6] in "1234":
+            first = date(int(text[:4]), 3 * (int(text[6]) - 1) + 1, 1)
+            return Period(
+                PeriodKind.QUARTER,
+                text.upper(),
+                _midnight_ms(first, zone),
+                _midnight_ms(_add_months(first, 3), zone),
+            )
+        if len(text) == 4 and text.isdigit():
+            first = date(int(text), 1, 1)
+            return Period(
+                PeriodKind.YEAR,
+                text,
+                _midnight_ms(first, zone),
+                _midnight_ms(_add_months(first, 12), zone),
+            )
+        if len(text) == 7 and text[4] == "-":
+            first = date(int(text[:4]), int(text[5:]), 1)
+            return Period(
+                PeriodKind.MONTH,
+                text,
+                _midnight_ms(first, zone),
+                _midnight_ms(_add_months(first, 1), zone),
+            )
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return Period(
+                PeriodKind.DAY,
+                text,
+                _midnight_ms(day, zone),
+                _midnight_ms(date.fromordinal(day.toordinal() + 1), zone),
+            )
+    except ValueError:
+        pass
+    raise ValueError(
+        f"period {label!r} is not one of: a month (2026-10), a quarter (2026-Q3), a year (2026), "
+        f"a fiscal year (FY2027) or a day (2026-10-05)"
+    )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.periods import HOUR_MS, PeriodKind, period_of, periods_between
+from telemetry.timeutil import from_datetime
 
 
 def _ms(text: str) -> int:
@@ -70,3 +73,28 @@ def test_periods_tile_time(start: int, length: int, kind: PeriodKind, zone: str,
     for p in ps:
         assert period_of(p.start_ms, kind, zone, fy_start) == p
         assert period_of(p.end_ms - 1, kind, zone, fy_start) == p
+
+
+@pytest.mark.parametrize(("label", "first", "nxt"), [
+    ("2026-10", "2026-10-01", "2026-11-01"),
+    ("2026-Q3", "2026-07-01", "2026-10-01"),
+    ("2026", "2026-01-01", "2027-01-01"),
+    ("FY2027", "2026-04-01", "2027-04-01"),  # April start, named for the year it ends in
+    ("2026-10-05", "2026-10-05", "2026-10-06"),
+])
+def test_report_periods_parse_in_site_time(label: str, first: str, nxt: str) -> None:
+    from rules.periods import parse_period
+
+    p = parse_period(label, "Asia/Shanghai", 4)
+    zone = ZoneInfo("Asia/Shanghai")
+    assert p.start_ms == from_datetime(datetime.fromisoformat(first).replace(tzinfo=zone))
+    assert p.end_ms == from_datetime(datetime.fromisoformat(nxt).replace(tzinfo=zone))
+    # a period's label names the period that holds its first instant
+    assert period_of(p.start_ms, p.kind, "Asia/Shanghai", 4).label == p.label
+
+
+def test_a_bad_period_label_says_what_is_accepted() -> None:
+    from rules.periods import parse_period
+
+    with pytest.raises(ValueError, match=r"'2026-13' is not one of: a month \(2026-10\)"):
+        parse_period("2026-13")
