@@ -391,6 +391,53 @@ def recompute(
 
 
 @app.command()
+def report(
+    config: ConfigOpt,
+    period: Annotated[
+        str, typer.Option(help="2026-10 (month), 2026-Q3, 2026, FY2027 (fiscal year), 2026-10-05")
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="html, pdf, csv or json")] = "html",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--out",
+            help="file to write (default: stdout for csv and json, "
+            "lingtan-{site}-{period}.{format} for html and pdf)",
+        ),
+    ] = None,
+) -> None:
+    """A period's GHG report from the site's ledger, to send on as it is."""
+    from lingtan import report as rep
+
+    if fmt not in rep.FORMATS:
+        raise typer.BadParameter(
+            f"{fmt!r} is not one of {', '.join(rep.FORMATS)}", param_hint="--format"
+        )
+    loaded = _load(config)
+    try:
+        data = rep.build(loaded, period)
+        if fmt == "json":
+            text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
+        elif fmt == "csv":
+            text = rep.csv_text(data)
+        else:
+            text = rep.html(data)
+        if out is None and fmt in ("json", "csv"):
+            sys.stdout.write(text)
+            return
+        target = out or Path(f"lingtan-{data['meta']['site']}-{data['meta']['period']}.{fmt}")
+        if fmt == "pdf":
+            rep.pdf(text, target.resolve())
+        else:
+            target.write_text(text, encoding="utf-8")
+    except (rep.ReportError, OSError, ValueError) as exc:
+        err.print(f"[red]error[/]: {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    err.print(f"wrote {target}", highlight=False)
+
+
+@app.command()
 def demo(
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     broker: Annotated[

@@ -246,6 +246,9 @@ class Accounts:
             "scope1_kgco2e": _r(sum(scope1.values())),
             "scope1_by_gas_kgco2e": {g: _r(v) for g, v in sorted(scope1.items())},
             "scope1_by_category_kgco2e": _by_key(rows, "1", lambda r: r.category),
+            "scope1_by_category_and_gas_kgco2e": _by_key(
+                rows, "1", lambda r: f"{r.category}/{r.gas}"
+            ),
             "biogenic_co2_kg": _r(sum(r.gas_kg for r in rows if r.scope == "biogenic")),
             "scope2_location_kgco2e": _r(sum(r.kgco2e for r in s2_loc)),
             "scope2_location_by_category_kgco2e": _by_key(s2_loc, "2", lambda r: r.category),

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs the servers the integration tests start on loopback, when they are missing.
+# Installs the servers the integration tests start on loopback, and headless Chromium with a
+# CJK font for the report tests (PDF printing, screenshots), when they are missing.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || need+=(influxdb)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || need+=(fonts-wqy-zenhei)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
