@@ -147,6 +147,7 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = open_db(path, threads=True)
+        self._states: dict[tuple[str, str, str], MeterState | None] = {}
         self._db.executescript(_SCHEMA)
         for table, column, decl in _MIGRATIONS:
             have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
@@ -160,11 +161,27 @@ class Ledger:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit of accounting."""
-        with transaction(self._db):
-            yield
+        try:
+            with transaction(self._db):
+                yield
+        except BaseException:
+            self._states.clear()  # rolled back: read the baselines from the file again
+            raise
 
     def meter_state(self, site: str, device: str, quantity: str) -> MeterState | None:
-        """Last accounted reading of a counter."""
+        """Last accounted reading of a counter.
+
+        Kept in memory after the first read: one engine writes a ledger's baselines (the rules
+        service of its site, or a replay), so the file and the memory agree but after a
+        rollback, which empties the memory.
+        """
+        key = (site, device, quantity)
+        if key in self._states:
+            return self._states[key]
+        found = self._states[key] = self._read_state(site, device, quantity)
+        return found
+
+    def _read_state(self, site: str, device: str, quantity: str) -> MeterState | None:
         row = self._db.execute(
             "SELECT last_seq, last_ts, last_value, held_ts, held_value, correction "
             "FROM meter_state WHERE site=? AND device=? AND quantity=?",
@@ -176,6 +193,7 @@ class Ledger:
 
     def set_meter_state(self, site: str, device: str, quantity: str, st: MeterState) -> None:
         """Move a counter's baseline."""
+        self._states[(site, device, quantity)] = st
         self._db.execute(
             "INSERT INTO meter_state(site, device, quantity, last_seq, last_ts, last_value, "
             "held_ts, held_value, correction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
