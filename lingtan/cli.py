@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 
 from lingtan.alerts_cli import app as alerts_app
 from lingtan.config import ConfigError, LoadedConfig, load
+from lingtan.grafana.cli import app as grafana_app
 
 app = typer.Typer(
     help="lingtan (零碳): energy telemetry and carbon accounting for factories.",
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(grafana_app, name="grafana")
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[

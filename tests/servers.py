@@ -173,3 +173,82 @@ def victoria_metrics(tmp: Path, port: int | None = None, *,
         server.stop()
 
 
+
+
+INFLUXDB_CONF = """\
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{data}/meta"
+[data]
+  dir = "{data}/data"
+  wal-dir = "{data}/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+[logging]
+  level = "warn"
+"""
+
+
+@dataclass
+class InfluxDB1:
+    """InfluxDB 1.x from the OS packages: /write (line protocol) and /query (InfluxQL).
+
+    It has no /api/v2/write (that came in 1.8): what the dashboards' InfluxQL needs is the
+    query side, and line protocol is the same on both write endpoints.
+    """
+
+    server: Server
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def query(self, q: str, db: str | None = None) -> dict[str, object]:
+        """Run InfluxQL; the decoded JSON of /query (one result per statement)."""
+        params = {"q": q, "epoch": "ms"} | ({"db": db} if db else {})
+        req = urllib.request.Request(f"{self.url}/query",
+                                     data=urllib.parse.urlencode(params).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return dict(orjson.loads(resp.read()))
+
+    def write(self, db: str, lines: list[str], precision: str = "ms") -> None:
+        """Write line protocol; raise on any refusal (204 is the only success)."""
+        query = urllib.parse.urlencode({"db": db, "precision": precision})
+        for i in range(0, len(lines), 5000):
+            req = urllib.request.Request(f"{self.url}/write?{query}",
+                                         data="\n".join(lines[i:i + 5000]).encode(),
+                                         method="POST")
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                if resp.status != 204:
+                    raise RuntimeError(f"InfluxDB /write answered {resp.status}")
+
+
+@contextmanager
+def influxdb(tmp: Path) -> Iterator[InfluxDB1]:
+    """InfluxDB 1.x on free loopback ports (HTTP and the RPC bind-address both)."""
+    port, rpc_port = free_port(), free_port()
+    data = tmp / "influxdb"
+    data.mkdir(exist_ok=True)
+    conf = tmp / "influxdb.conf"
+    conf.write_text(INFLUXDB_CONF.format(port=port, rpc_port=rpc_port, data=data))
+    server = _start([_binary("influxd", "/usr/bin/influxd"), "-config", str(conf)], port,
+                    tmp / "influxdb.log", "influxdb")
+    try:
+        # the port opens before the query engine answers
+        wait_until(lambda: _ping(port), 20, "influxdb /ping")
+        yield InfluxDB1(server)
+    finally:
+        server.stop()
+
+
+def _ping(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as resp:
+            return bool(resp.status == 204)
+    except OSError:
+        return False
