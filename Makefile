@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit servers bench clean
+.PHONY: demo test test-long lint typecheck unit servers bench clean dashboards
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lingtan needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -30,6 +30,14 @@ typecheck: $(STAMP)
 
 test: $(STAMP) servers lint typecheck
 	$(BIN)/python -m pytest -q
+
+# Tests marked `long` (minutes: a real pip install of the edge box's venv), skipped by `test`.
+test-long: $(STAMP) servers
+	LINGTAN_TEST_LONG=1 $(BIN)/python -m pytest -q -m long
+
+# Regenerate deploy/grafana/dashboards/*.json from lingtan/grafana (a test fails when stale).
+dashboards: $(STAMP)
+	$(BIN)/lingtan grafana dashboards
 
 bench: $(STAMP) servers
 	$(BIN)/python bench/wire.py
