@@ -4,8 +4,8 @@
 #   ./setup.sh [BROKER_NAME]     BROKER_NAME: the DNS name edge boxes use (default: this host's)
 #
 # Writes random passwords and tokens, a private CA with a broker certificate for
-# BROKER_NAME, and Mosquitto's password file for the services lingtan-ingest and
-# lingtan-rules. Existing files are kept: run it again safely. Nothing is printed but paths.
+# BROKER_NAME, Mosquitto's password file for the services lingtan-ingest and lingtan-rules,
+# and local/acl, the broker's ACL (a copy of deploy/mosquitto/acl). Existing files are kept: run it again safely. Nothing is printed but paths.
 # Needs openssl, and docker (mosquitto_passwd runs in the broker's image).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,6 +28,14 @@ for name in influxdb-admin-password influxdb-token grafana-admin-password \
         echo "wrote secrets/$name"
     fi
 done
+
+# the broker's ACL: the shipped one, copied once; edge boxes' blocks are appended to the copy
+mkdir -p local
+if [[ ! -s local/acl ]]; then
+    cp ../mosquitto/acl local/acl
+    chmod 0644 local/acl
+    echo "wrote local/acl (from deploy/mosquitto/acl)"
+fi
 
 if [[ ! -s secrets/mosquitto-passwd ]]; then
     # hashed with the broker's own tool, passwords read from the files inside the container

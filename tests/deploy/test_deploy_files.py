@@ -64,7 +64,9 @@ def test_compose_stack_uses_the_shipped_broker_config_and_keeps_data() -> None:
     assert set(services) == {"mosquitto", "influxdb", "grafana", "ingest", "rules", "dashboards"}
     mqtt = _mounts(services["mosquitto"])
     assert mqtt["/etc/mosquitto/mosquitto.conf"] == "../mosquitto/mosquitto.conf"
-    assert mqtt["/etc/mosquitto/acl"] == "../mosquitto/acl"
+    assert mqtt["/etc/mosquitto/acl"] == "./local/acl"
+    setup = (DEPLOY / "compose" / "setup.sh").read_text()
+    assert "cp ../mosquitto/acl local/acl" in setup  # the shipped ACL, copied once
     conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
     for path in re.findall(r"^(?:password_file|acl_file|cafile|certfile|keyfile) (\S+)$", conf,
                            re.MULTILINE):
