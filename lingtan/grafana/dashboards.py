@@ -731,10 +731,8 @@ def _remainder(
         for m in group:
             by_counter.setdefault(m.counter, []).append(m.device)
         subs += [_steps(q, alternation(ds), name) for q, ds in sorted(by_counter.items())]
-    # sum() of a field no row of a bucket has is null, and null - x is null: a bucket with no
-    # export must still have a consumption, hence a zero "minus" row per bucket is not
-    # available in InfluxQL; instead consumption and remainder are computed per bucket where
-    # every term has a value, and shown next to the terms themselves.
+    # Per bucket: a term whose meters sent nothing in it is null, and so is the remainder: a
+    # bucket is left blank rather than shown with a term missing.
     source = tuple(subs)
     columns: list[str] = [
         alias(call("sum", '"plus"'), "In (grid, generation, discharge)"),

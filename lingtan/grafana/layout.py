@@ -59,7 +59,12 @@ class Layout:
 
     @classmethod
     def from_configs(cls, sites: Iterable[tuple[str, Iterable[MeterConfig]]]) -> Layout:
-        """From (site id, rules.meters) pairs."""
+        """From (site id, rules.meters) pairs.
+
+        Only meters that count (a cumulative register) are kept: energy per time bucket is a
+        counter's difference. A meter rules integrates from power (`quantity: active_power_kw`)
+        is left out of the breakdown panels; the ledger and the reports include it.
+        """
         vocab = vocabulary()
         out: list[Meter] = []
         for site, meters in sites:
