@@ -17,6 +17,10 @@ EpochMs = Annotated[int, Field(ge=0, lt=10**15, strict=True)]
 
 QuantityKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
 
+# Every store keeps seq as a signed 64-bit integer (SQLite INTEGER, InfluxDB `i` fields): a
+# larger one would pass the boundary and then fail every write of its batch, on every redelivery.
+Seq = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
+
 MAX_PAYLOAD_BYTES = 1 << 20
 
 
@@ -35,7 +39,7 @@ class Sample(BaseModel):
 
     site: Ident
     device: Ident
-    seq: Annotated[int, Field(ge=0, strict=True)]
+    seq: Seq
     ts: EpochMs
     # strict: a string "1.5" or a bool is a sender's bug, not a number to coerce
     values: Annotated[dict[QuantityKey, Annotated[float, Field(strict=True)]], Field(min_length=1)]
