@@ -89,6 +89,8 @@ class DeviceConfig(BaseModel):
             load_profile(v, base=base)
         except FileNotFoundError:
             raise ValueError(f"profile file {v!r} does not exist") from None
+        except OSError as exc:  # a folder, a name too long, no permission
+            raise ValueError(f"profile file {v!r} cannot be read: {exc.strerror}") from None
         except ValueError as exc:
             raise ValueError(f"profile {v!r}: {exc}") from None
         return v

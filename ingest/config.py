@@ -18,7 +18,8 @@ class SqliteConfig(BaseModel):
 
     path: Path = Path("var/lingtan.sqlite")
     # Readings older than this are deleted (checked hourly); unset keeps everything.
-    retention_days: Annotated[int, Field(ge=1)] | None = None
+    # At most 100 years: the cutoff is an epoch-ms integer SQLite compares (64 bits).
+    retention_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
 
 
 class InfluxConfig(BaseModel):

@@ -57,7 +57,7 @@ class SiteInfo(BaseModel):
     def _known_zone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
             raise ValueError(
                 f"unknown time zone {v!r} (expected an IANA name such as Asia/Shanghai)"
             ) from None
@@ -79,7 +79,8 @@ class BrokerConfig(BaseModel):
     ca_file: Path | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     # How long the broker keeps a persistent session (and its queued messages) while we are away.
-    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    # MQTT 5 carries it in four bytes; 4294967295 means the session never expires.
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=2**32 - 1)
 
     _check_secrets = model_validator(mode="before")(reject_inline_secrets)
 

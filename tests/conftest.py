@@ -1,7 +1,8 @@
-"""Fixtures: real servers on loopback, fresh per test."""
+"""Fixtures: real servers on loopback, fresh per test; `long` tests only when asked."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,3 +30,14 @@ def victoria(tmp_path: Path) -> Iterator[servers.VictoriaMetrics]:
     """A VictoriaMetrics of this test's own."""
     with servers.victoria_metrics(tmp_path) as vm:
         yield vm
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long` run only with LINGTAN_TEST_LONG=1 (what `make test-long` sets),
+    however pytest was invoked (`-m integration` included)."""
+    if os.environ.get("LINGTAN_TEST_LONG") == "1":
+        return
+    skip = pytest.mark.skip(reason="long: run with `make test-long` (LINGTAN_TEST_LONG=1)")
+    for item in items:
+        if item.get_closest_marker("long"):
+            item.add_marker(skip)
