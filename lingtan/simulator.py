@@ -1,14 +1,16 @@
 """Simulated meters served for real over Modbus TCP (pymodbus), for the demo and the tests.
 
-A simulated meter serves a shipped profile's register map; its values come from a model of
-a factory's load, and every request it answers is logged (function code, address, words), so a
-test can compare what was stored with what was served.
+A simulated meter serves a shipped profile's register map (or a SunSpec inverter's discovered
+one); its values come from a model of a factory's load, and every request it answers is logged
+(function code, address, words), so a test can compare what was stored with what was served.
+A meter can also stop answering for a while, as a meter behind a flaky RS-485 gateway does.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,9 +25,10 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
-from collectors.codec import encode_number
+from collectors.codec import DataType, encode_number, scaled
 from collectors.modbus import IDENTITY_OBJECTS
-from collectors.profile import Profile
+from collectors.profile import Profile, Register, load_profile
+from collectors.sunspec import Model, SunSpecProfile, build_profile, model_definition
 
 ValueSource = Callable[[float], dict[str, float]]
 
@@ -96,8 +99,57 @@ class Served:
 _FC_DEVICE_ID = 43
 
 
+_INT_RANGE = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+    DataType.INT64: (-(2**63), 2**63 - 1),
+    DataType.UINT64: (0, 2**64 - 1),
+}
+
+
+def register_raw(r: Register, value: float, scale_factors: dict[str, int]) -> float:
+    """The number register `r` holds for `value` (an integer register: the nearest it can)."""
+    raw = (value - r.offset) / r.scale
+    if r.scale_factor is not None:
+        raw /= 10.0 ** scale_factors.get(r.scale_factor, 0)
+    span = _INT_RANGE.get(r.type)
+    if span is not None:
+        raw = min(max(round(raw), span[0]), span[1])
+    return raw
+
+
+def as_read(
+    profile: Profile, values: dict[str, float], scale_factors: dict[str, int] | None = None
+) -> dict[str, float]:
+    """`values` as a poll of a `SimulatedMeter` serving them decodes them.
+
+    Registers have a resolution (whole Wh, 0.1 kWh, a float32's 24 bits): a record made from
+    the model's values must be rounded the same way, or a counter read live after it could
+    come out a hair lower (a "reset" to the accounts).
+    """
+    sfs = scale_factors or {}
+    out = dict(values)
+    for r in profile.registers:
+        if r.quantity in values:
+            raw = register_raw(r, values[r.quantity], sfs)
+            if r.type is DataType.FLOAT32:
+                raw = struct.unpack(">f", struct.pack(">f", raw))[0]
+            sf = sfs.get(r.scale_factor, 0) if r.scale_factor is not None else None
+            out[r.quantity] = scaled(raw, r.scale, r.offset, sf)
+    return out
+
+
 class SimulatedMeter:
-    """Serves `profile` on a loopback TCP port; values from `source(epoch_seconds)`."""
+    """Serves `profile` on a loopback TCP port; values from `source(epoch_seconds)`.
+
+    `static`: register words that never change (a SunSpec map's marker, headers, names and
+    scale factors); `scale_factors`: the exponent each named scale factor register holds, used
+    to encode the registers that refer to it. `answering(t)` False: every request gets
+    exception 0x0B (gateway target device failed to respond), as from a meter behind a gateway
+    that has lost it.
+    """
 
     def __init__(
         self,
@@ -108,8 +160,15 @@ class SimulatedMeter:
         clock: Callable[[], float] = time.time,
         rtu_over_tcp: bool = False,
         identity: dict[str, str] | None = None,
+        static: dict[int, int] | None = None,
+        scale_factors: dict[str, int] | None = None,
+        answering: Callable[[float], bool] | None = None,
     ) -> None:
         self.identity = identity
+        self.static = dict(static or {})
+        self.scale_factors = dict(scale_factors or {})
+        self.answering = answering
+        self.refused = 0
         self.framer = FramerType.RTU if rtu_over_tcp else FramerType.SOCKET
         self.profile = profile
         self.source = source
@@ -120,13 +179,24 @@ class SimulatedMeter:
         self.values: dict[str, float] = {}
         self.port = 0
         self._server: ModbusTcpServer | None = None
-        self._size = max(r.address + r.width for r in profile.registers)
+        spans = [(r.address, r.address + r.width) for r in profile.registers]
+        spans += [(s.address, s.address + s.width) for s in profile.scale_factors]
+        spans += [(a, a + 1) for a in self.static]
+        self._lo = min(lo for lo, _ in spans)
+        self._size = max(hi for _, hi in spans)
+        sf_address = {s.name: s.address for s in profile.scale_factors}
+        for name, exponent in self.scale_factors.items():
+            self.static[sf_address[name]] = exponent & 0xFFFF
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen (port 0 picks a free one); return the port."""
         device = SimDevice(
             id=self.unit_id,
-            simdata=SimData(address=0, count=self._size, values=0, datatype=SimType.REGISTERS),
+            simdata=SimData(
+                address=self._lo,
+                values=[self.static.get(a, 0) for a in range(self._lo, self._size)],
+                datatype=SimType.REGISTERS,
+            ),
             action=self._action,
         )
         ident = None
@@ -176,11 +246,14 @@ class SimulatedMeter:
         if set_values is not None:
             return ExcCodes.ILLEGAL_FUNCTION  # a meter's measurements are read-only
         now = self.clock()
+        if self.answering is not None and not self.answering(now):
+            self.refused += 1
+            return ExcCodes.GATEWAY_NO_RESPONSE
         self.values = self.source(now)
-        # scale factor registers stay 0 (10^0), so raw values carry the plain scale
+        # scale factor registers hold `scale_factors` (0, i.e. 10^0, unless given)
         for r in self.profile.registers:
             if r.quantity in self.values:
-                raw = (self.values[r.quantity] - r.offset) / r.scale
+                raw = register_raw(r, self.values[r.quantity], self.scale_factors)
                 words = encode_number(raw, r.type, r.order or self.profile.order)
                 i = r.address - start_address
                 registers[i : i + r.width] = words
@@ -193,3 +266,58 @@ class SimulatedMeter:
             )
         )
         return None
+
+
+def _text(s: str, regs: int) -> list[int]:
+    raw = s.encode().ljust(regs * 2, b"\0")[: regs * 2]
+    return [raw[i] << 8 | raw[i + 1] for i in range(0, len(raw), 2)]
+
+
+# The exponent each SunSpec model 103 scale factor holds in the simulated inverter: watts in
+# 100 W steps (an int16 reaches 3.2 MW), the lifetime yield in Wh (acc32: it wraps at 2^32 Wh).
+INVERTER_SCALE = {
+    "A_SF": -1,
+    "V_SF": -1,
+    "W_SF": 2,
+    "Hz_SF": -2,
+    "VA_SF": 2,
+    "VAr_SF": 2,
+    "PF_SF": 0,
+    "WH_SF": 0,
+    "DCA_SF": -1,
+    "DCV_SF": -1,
+    "DCW_SF": 2,
+    "Tmp_SF": -1,
+}
+
+
+def sunspec_inverter(
+    manufacturer: str, model: str, serial: str, *, base: int = 40000
+) -> tuple[Profile, dict[int, int], dict[str, int]]:
+    """A three-phase SunSpec inverter (common model 1, inverter model 103) at `base`.
+
+    Returns the register map lingtan's discovery builds for it, the static words (marker,
+    model headers, names, end marker) and the scale factors, ready for `SimulatedMeter`.
+    """
+    common_len = 66
+    inverter_at = base + 2 + 2 + common_len
+    inverter_len = 50
+    static = {base: 0x5375, base + 1: 0x6E53, base + 2: 1, base + 3: common_len}
+    static |= dict(enumerate(_text(manufacturer, 16), base + 4))
+    static |= dict(enumerate(_text(model, 16), base + 20))
+    static |= dict(enumerate(_text(serial, 16), base + 52))
+    static |= {inverter_at: 103, inverter_at + 1: inverter_len}
+    end = inverter_at + 2 + inverter_len
+    static |= {end: 0xFFFF, end + 1: 0}
+    spec = load_profile("sunspec")
+    assert isinstance(spec, SunSpecProfile)
+    profile = build_profile(
+        spec, [Model(1, base + 2, common_len), Model(103, inverter_at, inverter_len)]
+    )
+    names = {p["sf"] for p in model_definition(103)["points"] if p.get("sf")}
+    sfs = {}
+    for sf in profile.scale_factors:
+        point = sf.name.removeprefix("m103_")
+        assert point in names, point
+        sfs[sf.name] = INVERTER_SCALE.get(point, 0)
+    return profile, static, sfs
