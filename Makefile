@@ -31,7 +31,7 @@ typecheck: $(STAMP)
 test: $(STAMP) servers lint typecheck
 	$(BIN)/python -m pytest -q
 
-# Tests marked `long` (minutes: a real pip install of the edge box's venv), skipped by `test`.
+# Tests marked `long` (minutes: fault runs, exhaustive sweeps, a real pip install), skipped by `test`.
 test-long: $(STAMP) servers
 	LINGTAN_TEST_LONG=1 $(BIN)/python -m pytest -q -m long
 
