@@ -171,6 +171,8 @@ class Live:
                 "target_on_track": 1.0 if target.on_track else 0.0,
             }
         pue = {z: fac / it for z, (fac, it) in day.zones.items() if it > 0}
+        if day.metered_kwh > 0:
+            values["estimated_share_today_ratio"] = day.estimated_kwh / day.metered_kwh
         return LiveFigures(
             as_of_ms,
             power,

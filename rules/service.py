@@ -20,6 +20,8 @@ from rules.alerts import (
     Figures,
     QualityFigures,
     Reading,
+    Severity,
+    State,
     TargetFigures,
     publish_events,
 )
@@ -35,6 +37,8 @@ from telemetry.sample import Sample, WireError, decode, encode
 from telemetry.timeutil import QUARTER_HOUR_MS, floor_ms, now_ms
 
 log = logging.getLogger(__name__)
+
+ALERTS_DEVICE = "alerts"  # the derived Sample counting the site's firing alerts
 
 
 def _local_midnight(ts_ms: int, timezone: str) -> int:
@@ -74,6 +78,7 @@ class RulesService:
         self._last_alerts = -1e9
         self._latest: dict[tuple[str, str], Reading] = {}
         self._alert_mids: dict[int, int] = {}  # MQTT mid -> alert event id
+        self._alert_counts: tuple[int, int] | None = None  # (firing, critical) last published
         subs = [topics.sample(site.id, m.device) for m in cfg.meters]
         self.consumer = Consumer(broker, cfg.client_id, subs)
         self.consumer.client.on_publish = self._on_publish
@@ -115,6 +120,31 @@ class RulesService:
             return
         self._last_alerts = now
         self._publish_alerts(self.alerts.evaluate(self.figures()))
+        # what is firing, as a derived Sample: ingest stores it like any figure, so dashboards
+        # show active alerts from the database (the events themselves are on the alert topic)
+        firing = [a for a in self.alerts.engine.states() if a.state is State.FIRING]
+        critical = sum(
+            1
+            for a in firing
+            if (rule := self.alerts.engine.rules.get(a.rule)) is not None
+            and rule.severity is Severity.CRITICAL
+        )
+        counts = (len(firing), critical)
+        if counts != self._alert_counts:
+            self._alert_counts = counts
+            with self.ledger.transaction():
+                seq = self.ledger.next_derived_seq(self.site.id)
+            sample = Sample(
+                site=self.site.id,
+                device=ALERTS_DEVICE,
+                seq=seq,
+                ts=now_ms(),
+                values={
+                    "alerts_firing_count": float(counts[0]),
+                    "alerts_critical_count": float(counts[1]),
+                },
+            )
+            self.consumer.publish(topics.derived(self.site.id), encode(sample), qos=1)
 
     def _publish_alerts(self, events: list[Any]) -> None:
         if events:

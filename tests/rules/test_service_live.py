@@ -122,6 +122,17 @@ def test_site_figures_and_an_alert_go_out_live(tmp_path: Path, hook: list[bytes]
                 event = orjson.loads(alerts.payloads()[0])
                 assert event["kind"] == "firing"
                 assert event["rule"] == "site-power-high"
+                # what is firing is also a derived figure the database keeps (dashboards)
+                def firing() -> dict[str, float] | None:
+                    for p in reversed(derived.payloads()):
+                        for s in decode(p):
+                            if s.device == "alerts":
+                                return dict(s.values)
+                    return None
+
+                _wait(lambda: firing() is not None)
+                assert firing() == {"alerts_firing_count": 1.0, "alerts_critical_count": 1.0}
+                assert fig["estimated_share_today_ratio"] == 0.0
                 mail = orjson.loads(hook[0])
                 assert "3,600" in mail["message"] or "3600" in mail["message"]
                 assert "Test fab" in mail["title"]
