@@ -202,9 +202,13 @@ def test_a_ledger_from_before_spikes_and_gaps_opens_and_keeps_its_rows(tmp_path:
 def test_a_rolled_back_batch_leaves_no_baseline_behind(tmp_path: Path) -> None:
     e = _engine(tmp_path)
     _apply(e, _read(0, T0, 1000.0))
-    with pytest.raises(RuntimeError), e.ledger.transaction():
-        e.apply(_read(1, T0 + 60_000, 1010.0))
-        raise RuntimeError("the batch fails before it commits")
+    def failing_batch() -> None:
+        with e.ledger.transaction():
+            e.apply(_read(1, T0 + 60_000, 1010.0))
+            raise RuntimeError("the batch fails before it commits")
+
+    with pytest.raises(RuntimeError):
+        failing_batch()
     # the baseline is the committed one, in memory as in the file
     st = e.ledger.meter_state("plant-a", "grid", "energy_import_kwh")
     assert st is not None
