@@ -156,6 +156,10 @@ def extract(
     return ts, values
 
 
+# A Sample's ts: epoch milliseconds from 1970 up to (not including) 10**15, the year 33658.
+_MAX_TS_MS = 10**15
+
+
 def _timestamp(raw: Any, spec: TimestampMap, tz: str) -> int:
     where = spec.path
     if spec.format == "iso":
@@ -167,10 +171,16 @@ def _timestamp(raw: Any, spec: TimestampMap, tz: str) -> int:
             raise PayloadError(f"{where}={raw!r}: not an ISO 8601 time") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=ZoneInfo(tz))
-        return int(dt.timestamp() * 1000)
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-        raise PayloadError(f"{where}={raw!r}: not an epoch time")
-    return int(raw * 1000) if spec.format == "epoch_s" else int(raw)
+        ts = int(dt.timestamp() * 1000)
+    else:
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+            raise PayloadError(f"{where}={raw!r}: not an epoch time")
+        ts = int(raw * 1000) if spec.format == "epoch_s" else int(raw)
+    if not 0 <= ts < _MAX_TS_MS:
+        # checked here, where it is counted against the device: a Sample refuses it later,
+        # inside the event loop, where the reading was lost with only a traceback to show
+        raise PayloadError(f"{where}={raw!r}: not a time after 1970 in epoch {spec.format}")
+    return ts
 
 
 class MqttDeviceListener:

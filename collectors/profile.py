@@ -166,6 +166,13 @@ class Profile(BaseModel):
                     f"registers[{i}] ({r.quantity}): scale_factor {r.scale_factor!r} is not "
                     f"in scale_factors ({', '.join(sorted(sf_names)) or 'none'})"
                 )
+        for f in self._fields():
+            if f.function not in BIT_FUNCTIONS and f.width > self.max_read_registers:
+                # the planner would ask for more in one read than the device answers
+                raise ValueError(
+                    f"{_label(f)} spans {f.width} registers, more than max_read_registers "
+                    f"({self.max_read_registers})"
+                )
         spans = sorted(
             (f.function, f.address, f.address + f.width, _label(f)) for f in self._fields()
         )
@@ -234,7 +241,14 @@ class Profile(BaseModel):
             sf = sfs.get(r.scale_factor) if r.scale_factor is not None else None
             if v is None or (r.scale_factor is not None and sf is None):
                 continue
-            values[r.quantity] = scaled(v, r.scale, r.offset, sf)
+            value = scaled(v, r.scale, r.offset, sf)
+            if not math.isfinite(value):
+                # a raw value at the type's edge times a large scale: nonsense, not a reading
+                raise ValueError(
+                    f"{r.quantity} at {r.address}: {v:g} scaled by {r.scale:g}"
+                    f"{'' if sf is None else f' x 10^{sf}'} is out of range"
+                )
+            values[r.quantity] = value
         return values
 
     def counter_max(self, quantity: str) -> float | None:
