@@ -39,11 +39,11 @@ test-long: $(STAMP) servers
 dashboards: $(STAMP)
 	$(BIN)/lingtan grafana dashboards
 
+# The whole pipeline in one table (bench/README.md), then the wire codec; each component's own
+# benchmark (bench/edge.py, ingest.py, rules.py) still runs alone with more options.
 bench: $(STAMP) servers
+	bench/run
 	$(BIN)/python bench/wire.py
-	$(BIN)/python bench/edge.py
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/rules.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
