@@ -147,7 +147,7 @@ class Live:
         score = cfe(todays)
         if score.energytag is not None:
             values["cfe_today_ratio"] = score.energytag
-        power = self._power(as_of_ms)
+        power = self._power()
         if power is not None:
             values["site_power_kw"] = power
         target = None
@@ -184,13 +184,43 @@ class Live:
             estimated_share_today=day.estimated_kwh / day.metered_kwh if day.metered_kwh else None,
         )
 
-    def _power(self, as_of_ms: int) -> float | None:
-        """Average consumption power over the open 15-minute interval so far."""
-        start = as_of_ms - as_of_ms % (15 * 60_000)
-        if as_of_ms <= start:
-            return None
-        flows = self.accounts.intervals(start, start + 15 * 60_000)
-        iv = flows.get(start)
-        if iv is None:
-            return None
-        return iv.consumption()[0] * 3_600_000 / (as_of_ms - start)
+    def _power(self) -> float | None:
+        """Site consumption power now: each meter's latest average power, combined by role.
+
+        A meter's energy is booked up to its own last reading, and meters report at their own
+        pace, so each meter's power is its energy in the interval holding its last reading over
+        the time that interval has run up to that reading (the whole previous interval when the
+        reading is on a boundary). Dividing the site's energy by the time to the slowest meter's
+        reading instead would inflate the power while one meter lags.
+        """
+        acc = self.accounts
+        q = 15 * 60_000
+        sign = {
+            Role.GRID_IMPORT: 1.0,
+            Role.GENERATION: 1.0,
+            Role.BATTERY_DISCHARGE: 1.0,
+            Role.GRID_EXPORT: -1.0,
+            Role.BATTERY_CHARGE: -1.0,
+        }
+        buckets: dict[int, dict[str, float]] = {}
+        total, seen = 0.0, False
+        for m in acc.cfg.meters:
+            if m.role not in sign:
+                continue
+            st = acc.engine.ledger.meter_state(acc.site.id, m.device, m.counter_quantity)
+            if st is None:
+                continue
+            last = st.ts
+            start = last - last % q
+            if start == last:
+                start -= q
+            if start not in buckets:
+                got: dict[str, float] = {}
+                for device, _, _, kwh in acc.engine.ledger.meter_energy(
+                    acc.site.id, start, start + 1
+                ):
+                    got[device] = got.get(device, 0.0) + kwh
+                buckets[start] = got
+            seen = True
+            total += sign[m.role] * buckets[start].get(m.device, 0.0) * 3_600_000 / (last - start)
+        return max(0.0, total) if seen else None

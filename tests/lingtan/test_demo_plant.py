@@ -265,13 +265,6 @@ def test_the_view_fits_100_by_30_and_keeps_its_size() -> None:
     assert max(len(line) for line in narrow) == 80
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rules/live.py: site_power_kw divides the open interval's energy, booked up to each "
-    "meter's own last reading, by the time to the watermark (the slowest meter's): while one "
-    "meter lags (the demo's HVAC dropout) site power reads several times too high and "
-    "demand_near_limit fires falsely",
-)
 def test_site_power_is_not_inflated_while_a_sub_meter_lags(tmp_path: Path) -> None:
     from lingtan.config import parse
     from rules.live import Live
