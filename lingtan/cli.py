@@ -456,7 +456,10 @@ def demo(  # noqa: PLR0917 - typer maps each parameter to an option
     protocol: Annotated[str, typer.Option(help="MQTT version of --broker: 5 or 3.1.1")] = "5",
     state_dir: Annotated[
         Path | None,
-        typer.Option(help="where the demo keeps its databases (default: a new temporary folder)"),
+        typer.Option(
+            help="where the demo keeps its databases and config (default: a new folder in "
+            "/dev/shm, or the temporary folder)"
+        ),
     ] = None,
 ) -> None:
     """A simulated electronics plant end to end on this machine, with a live view."""

@@ -163,8 +163,12 @@ class SimulatedMeter:
         static: dict[int, int] | None = None,
         scale_factors: dict[str, int] | None = None,
         answering: Callable[[float], bool] | None = None,
+        keep: int | None = None,
     ) -> None:
         self.identity = identity
+        # how many requests the logs (served, function_codes) keep: None, all (tests); a
+        # long-running demo keeps the last few
+        self.keep = keep
         self.static = dict(static or {})
         self.scale_factors = dict(scale_factors or {})
         self.answering = answering
@@ -226,6 +230,8 @@ class SimulatedMeter:
     def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         if not sending:
             self.function_codes.append(pdu.function_code)
+            if self.keep is not None and len(self.function_codes) > 2 * self.keep:
+                del self.function_codes[: -self.keep]
         elif pdu.function_code == _FC_DEVICE_ID and self.identity is None:
             # like most meters: no Read Device Identification
             refusal = ExceptionResponse(_FC_DEVICE_ID, ExcCodes.ILLEGAL_FUNCTION)
@@ -265,6 +271,8 @@ class SimulatedMeter:
                 tuple(registers[address - start_address : address - start_address + count]),
             )
         )
+        if self.keep is not None and len(self.served) > 2 * self.keep:
+            del self.served[: -self.keep]
         return None
 
 

@@ -171,7 +171,9 @@ def _power(s: Snapshot) -> list[Text]:
     # the load's shape: from a little under its lowest hour (a factory never drops to zero)
     low = min(loads, default=0.0)
     bottom = max(0.0, low - (top - low) * 0.3)
-    power = "—" if s.power_kw is None else f"{s.power_kw:,.0f} kW"
+    # rules' figure (what the demand alert watches); the meters' own until rules has one
+    kw = v.get("site_power_kw", s.power_kw)
+    power = "—" if kw is None else f"{kw:,.0f} kW"
     energy = f"{v['energy_today_kwh']:,.0f} kWh" if "energy_today_kwh" in v else "—"
     return [
         _line(

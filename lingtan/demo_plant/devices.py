@@ -121,6 +121,7 @@ async def start_meters(plant: Plant, maps: dict[str, RegisterMap], clock: SimClo
                 static=rmap.static,
                 scale_factors=rmap.scale_factors,
                 answering=Answering(plant, m.device, live_from) if m.dropouts else None,
+                keep=100,  # the demo runs for days: keep the request log short
             )
             meters.servers[m.device] = server
             await server.start()
