@@ -473,6 +473,8 @@ def demo(  # noqa: PLR0917 - typer maps each parameter to an option
     if logging.getLogger().level == logging.INFO:
         logging.getLogger().setLevel(logging.WARNING)
         logging.getLogger("collectors.agent").setLevel(logging.ERROR)
+        # an answer that comes after the read timed out (a busy machine) is counted by the agent
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     console = Console()
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(

@@ -58,7 +58,6 @@ def effective(
             raise ValueError(f"edge device {dev['id']!r}: no simulated meter at {key}")
         t["port"] = moved[key]
         dev["interval_s"] = poll_s
-        dev["timeout_s"] = 1.0
     for dev in (edge.get("mqtt") or {}).get("devices", []):
         # the agent's offline watch for MQTT devices runs on the wall clock
         dev["offline_after_s"] = max(5.0, 5 * wall_per_poll_s)
