@@ -157,7 +157,7 @@ def _target(s: Snapshot) -> Text:
     return _line(
         label,
         ("on track" if ok else "off track", "bold green" if ok else "bold red"),
-        f"  {s.fy_label}: {v['target_actual_to_date_tco2e']:,.0f} t so far · budget to date "
+        f"  {s.fy_label}: {v['target_actual_to_date_tco2e']:,.0f} t · budget to date "
         f"{v['target_budget_to_date_tco2e']:,.0f} t · forecast "
         f"{v['target_forecast_fy_tco2e']:,.0f} t of {v['target_allowed_fy_tco2e']:,.0f} t",
     )
