@@ -44,6 +44,16 @@ class QuantityKind(StrEnum):
     DELTA = "delta"
 
 
+class QuantityOrigin(StrEnum):
+    """Who produces a quantity: a device, or lingtan about itself (see quantities.yaml)."""
+
+    METER = "meter"
+    POLL = "poll"
+    EDGE = "edge"
+    INGEST = "ingest"
+    RULES = "rules"
+
+
 class Quantity(BaseModel):
     """One entry of the vocabulary."""
 
@@ -52,6 +62,7 @@ class Quantity(BaseModel):
     name: QuantityName
     unit: str
     kind: QuantityKind
+    origin: QuantityOrigin = QuantityOrigin.METER
     description: str
 
     @model_validator(mode="after")

@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from telemetry.quantities import QuantityOrigin, vocabulary
+
+_POLL = frozenset(n for n in vocabulary().names() if vocabulary()[n].origin is QuantityOrigin.POLL)
+
 
 @dataclass(frozen=True, slots=True)
 class Reading:
@@ -74,9 +78,10 @@ class Figures:
         return set(self.expected_devices) | {d for d, _ in self.latest}
 
     def last_seen(self, device: str, quantity: str | None) -> int | None:
-        """Time of the device's latest reading (of `quantity`, or of anything)."""
+        """Time of the device's latest reading (of `quantity`, or of anything it reported)."""
         if quantity is not None:
             r = self.latest.get((device, quantity))
             return None if r is None else r.ts_ms
-        times = [r.ts_ms for (d, _), r in self.latest.items() if d == device]
+        # the edge agent's figures about its polls of a device come while the device is silent
+        times = [r.ts_ms for (d, q), r in self.latest.items() if d == device and q not in _POLL]
         return max(times) if times else None

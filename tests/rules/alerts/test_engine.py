@@ -260,6 +260,32 @@ def test_an_expected_device_that_never_reported_is_absent(tmp_path: Path) -> Non
     assert ev.payload["summary"] == "no reading from pv-roof"
 
 
+def test_a_silent_meter_goes_offline_while_its_edge_box_still_reports_on_it(
+        tmp_path: Path) -> None:
+    # the edge agent publishes its poll counts under the meter's id every minute, also while
+    # the meter does not answer: they are not readings of the meter
+    clock = Clock()
+    cfg = config(defaults={"data_gap": False, "demand_near_limit": False,
+                           "off_trajectory": False})
+    e = engine(tmp_path, cfg, clock)
+
+    def snap(failed_polls: float) -> Figures:
+        return Figures(latest={("hvac", "energy_import_kwh"): Reading(T0, 1234.5),
+                               ("hvac", "poll_ok_count"): Reading(clock(), 3.0),
+                               ("hvac", "poll_failed_count"): Reading(clock(), failed_polls)},
+                       expected_devices=frozenset({"hvac"}))
+
+    assert e.evaluate(snap(0)) == []
+    clock.advance(15.5)
+    [ev] = e.evaluate(snap(930))
+    assert (ev.key, ev.kind) == ("meter_offline{device=hvac}", "firing")
+    assert ev.payload["summary"] == "no reading from hvac"
+    # the agent's own figures (under its agent id) are readings of the agent: it is online
+    agent = Figures(latest={("edge-1", "outbox_depth_count"): Reading(clock(), 0.0)},
+                    expected_devices=frozenset({"edge-1"}))
+    assert agent.last_seen("edge-1", None) == clock()
+
+
 def test_routes_pick_channels_by_severity_and_site(tmp_path: Path) -> None:
     clock = Clock()
     cfg = config(
