@@ -32,12 +32,13 @@ def victoria(tmp_path: Path) -> Iterator[servers.VictoriaMetrics]:
         yield vm
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `long` run only with LINGTAN_TEST_LONG=1 (what `make test-long` sets),
-    however pytest was invoked (`-m integration` included)."""
+    however pytest was invoked (`-m integration` included); otherwise they are deselected, and
+    pytest's summary counts them as such."""
     if os.environ.get("LINGTAN_TEST_LONG") == "1":
         return
-    skip = pytest.mark.skip(reason="long: run with `make test-long` (LINGTAN_TEST_LONG=1)")
-    for item in items:
-        if item.get_closest_marker("long"):
-            item.add_marker(skip)
+    long = [item for item in items if item.get_closest_marker("long")]
+    if long:
+        config.hook.pytest_deselected(items=long)
+        items[:] = [item for item in items if not item.get_closest_marker("long")]

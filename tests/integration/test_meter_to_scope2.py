@@ -74,6 +74,7 @@ broker: {{url: "mqtt://127.0.0.1:{mqtt_port}", protocol: "5"}}
 edge:
   agent_id: edge-it
   state_dir: state/edge
+  health_interval_s: 1  # health Samples interleave with the polls in every run
   devices:
     - id: grid-main
       profile: eastron-sdm630
@@ -145,10 +146,17 @@ async def test_meter_registers_to_stored_values_and_scope2(
         await meter.stop()
     assert codes == [0, 0], [logs[n].read_text()[-3000:] for n in ("ingest", "rules")]
 
-    # 1. the embedded store holds every poll, value for value, in order
+    # 1. the embedded store holds every poll, value for value, in order. The edge's health
+    # Sample about the meter (every second here) takes a seq of the same device, so the
+    # polls' seqs and the health Samples' seqs together are 0, 1, 2, … with none missing.
+    health_seqs = [seq for _, seq, _ in store.query(SITE, "grid-main", "poll_ok_count")]
+    poll_seqs = [seq for _, seq, _ in store.query(SITE, "grid-main", "voltage_l1_v")]
+    assert len(poll_seqs) == len(served)
+    assert health_seqs
+    assert sorted(poll_seqs + health_seqs) == list(range(len(poll_seqs) + len(health_seqs)))
     for q in EXPECTED_MAP:
         rows = store.query(SITE, "grid-main", q)
-        assert [seq for _, seq, _ in rows] == list(range(len(served))), q
+        assert [seq for _, seq, _ in rows] == poll_seqs, q
         assert [v for _, _, v in rows] == pytest.approx([s[q] for s in served], rel=1e-6), q
 
     # 2. VictoriaMetrics got the same through the influxdb-client write path
@@ -158,7 +166,7 @@ async def test_meter_registers_to_stored_values_and_scope2(
         got = by_name[f"meter_{q}"]
         assert got["values"] == pytest.approx([s[q] for s in served], rel=1e-6), q
     seq_series = by_name["meter_seq"]["values"]
-    assert sorted(seq_series) == list(range(len(served)))  # type: ignore[arg-type]
+    assert sorted(seq_series) == sorted(poll_seqs + health_seqs)  # type: ignore[arg-type]
 
     # 3. the ledger's energy is the counter difference, its Scope 2 the factor times that
     ledger = Ledger(tmp_path / "state" / "ledger.sqlite")
