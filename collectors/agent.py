@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
+import paho.mqtt.client as paho
 
 from collectors.config import DeviceConfig, EdgeConfig, device_profile
 from collectors.modbus import ModbusReader, ReadError, resolve
@@ -92,9 +95,23 @@ class EdgeAgent:
         )
         agent_status = topics.status(self.site.id, self.edge.agent_id)
         client.will_set(agent_status, orjson.dumps({"state": "offline"}), qos=1, retain=True)
-        client.on_connect = lambda c, *_: c.publish(
-            agent_status, orjson.dumps({"state": "online", "ts": now_ms()}), qos=1, retain=True
-        )
+        url = self.broker.url
+
+        def on_connect(c: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
+            if reason.is_failure:  # a wrong password, an ACL, a full broker: say so, retry
+                log.error("broker %s refused connection: %s", url, reason)
+                return
+            log.info("connected to %s", url)
+            c.publish(
+                agent_status, orjson.dumps({"state": "online", "ts": now_ms()}), qos=1, retain=True
+            )
+
+        def on_disconnect(_c: paho.Client, _ud: Any, _flags: Any, reason: Any, _p: Any) -> None:
+            if not stop.is_set():
+                log.warning("disconnected from %s: %s; the outbox keeps the readings", url, reason)
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
         connect_async(client, self.broker, persistent=False)
         self.publisher = OutboxPublisher(self.outbox, client, window=self.edge.publish_window)
         listener = self._mqtt_listener()
@@ -126,9 +143,14 @@ class EdgeAgent:
         finally:
             if listener is not None:
                 listener.stop()
-            client.publish(
-                agent_status, orjson.dumps({"state": "offline", "ts": now_ms()}), qos=1, retain=True
-            ).wait_for_publish(timeout=2)
+            if client.is_connected():  # else the broker has the will, or never heard of us
+                with contextlib.suppress(RuntimeError):  # lost the connection just now
+                    client.publish(
+                        agent_status,
+                        orjson.dumps({"state": "offline", "ts": now_ms()}),
+                        qos=1,
+                        retain=True,
+                    ).wait_for_publish(timeout=2)
             client.disconnect()
             client.loop_stop()
             for reader in self._readers.values():

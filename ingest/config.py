@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from telemetry.config import read_secret, reject_inline_secrets
+from telemetry.config import read_secret, reject_inline_secrets, reject_url_credentials
 from telemetry.sample import Ident
 
 
@@ -44,7 +44,7 @@ class InfluxConfig(BaseModel):
     def _http(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"{v!r} is not an http:// or https:// URL")
-        return v.rstrip("/")
+        return reject_url_credentials(v, "'token_env' or 'token_file'").rstrip("/")
 
     def token(self) -> SecretStr | None:
         """The API token, read now from the environment or a file."""

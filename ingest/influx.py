@@ -157,6 +157,11 @@ class InfluxSink:
             if status in (400, 413, 422):
                 return int(status), message
             retry = retry_after_seconds(exc.retry_after)
+            if status in (401, 403) and not message.strip():
+                message = (
+                    "the token was refused; check ingest.influxdb.token_env or token_file "
+                    "and the token's write permission on the bucket"
+                )
             raise SinkUnavailable(
                 f"InfluxDB at {self.cfg.url} answered HTTP {status}: {message}", retry
             ) from None

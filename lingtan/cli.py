@@ -19,6 +19,7 @@ from rich.logging import RichHandler
 from lingtan.alerts_cli import app as alerts_app
 from lingtan.config import ConfigError, LoadedConfig, load
 from lingtan.grafana.cli import app as grafana_app
+from telemetry.redact import RedactingFilter
 
 app = typer.Typer(
     help="lingtan (零碳): energy telemetry and carbon accounting for factories.",
@@ -40,11 +41,15 @@ def main(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Set up logging for every command."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=err, show_path=False)],
-    )
+    handler: logging.Handler
+    if err.is_terminal:
+        handler = RichHandler(console=err, show_path=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:  # journald, a file, a pipe: one record per line, for grep and log shippers
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())  # no secret from the config reaches a log line
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     # pymodbus and amqtt narrate every connection at INFO
     for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))

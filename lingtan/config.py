@@ -92,7 +92,14 @@ def _describe(err: Any, root: yaml.Node | None) -> str:
     for p in loc:
         ypath += f"[{p}]" if isinstance(p, int) else (f".{p}" if ypath else str(p))
     msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
+    # the value is shown when it helps, never a mapping (it may hold a secret the error is
+    # about) and never a URL's credentials
+    if (
+        err["type"] not in ("missing", "extra_forbidden")
+        and "input" in err
+        and not isinstance(err["input"], dict | list)
+        and "credentials" not in msg
+    ):
         got = repr(err["input"])
         if got not in msg:
             msg += f" (got {got[:60]}{'...' if len(got) > 60 else ''})"

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from telemetry import redact
 from telemetry.sample import Ident
 
 _SECRET_KEYS = {"password", "token", "secret", "api_key"}
@@ -27,19 +28,32 @@ def reject_inline_secrets(data: Any) -> Any:
     return data
 
 
+def reject_url_credentials(url: str, secret: str) -> str:
+    """A URL must not carry a user name or password: they would be logged with the URL. The
+    error does not repeat the URL, which holds the secret."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"the URL must not carry credentials (user:password@); give {secret} instead"
+        )
+    return url
+
+
 def read_secret(env: str | None, file: Path | None, what: str) -> SecretStr | None:
     """Resolve a secret from an environment variable or a file; the error never shows the value."""
     if env is not None:
         value = os.environ.get(env)
         if value is None:
             raise ValueError(f"{what}: environment variable {env} is not set")
-        return SecretStr(value)
-    if file is not None:
+    elif file is not None:
         try:
-            return SecretStr(file.read_text("utf-8").strip())
+            value = file.read_text("utf-8").strip()
         except OSError as exc:
             raise ValueError(f"{what}: cannot read {file}: {exc.strerror}") from None
-    return None
+    else:
+        return None
+    redact.register(value)
+    return SecretStr(value)
 
 
 class SiteInfo(BaseModel):
@@ -87,6 +101,7 @@ class BrokerConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _valid_url(cls, v: str) -> str:
+        reject_url_credentials(v, "'username' and 'password_env' or 'password_file'")
         parts = urlsplit(v)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError(

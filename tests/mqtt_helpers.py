@@ -13,10 +13,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from telemetry.config import BrokerConfig
 
 
+def _login(c: paho.Client, broker: BrokerConfig) -> None:
+    if broker.username:
+        pw = broker.password()
+        c.username_pw_set(broker.username, pw.get_secret_value() if pw else None)
+
+
 def _client(broker: BrokerConfig) -> paho.Client:
     v5 = broker.protocol == "5"
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}",
                     protocol=paho.MQTTv5 if v5 else paho.MQTTv311)
+    _login(c, broker)
     c.connect(broker.host, broker.port)
     c.loop_start()
     return c
@@ -61,6 +68,7 @@ def collect(broker: BrokerConfig, topic: str) -> Iterator[Collector]:
 
     c.on_message = on_message
     c.on_subscribe = lambda *_: col.subscribed.set()
+    _login(c, broker)
     c.connect(broker.host, broker.port)
     c.loop_start()
     c.subscribe(topic, qos=1)

@@ -107,23 +107,34 @@ log_type warning
 
 
 @contextmanager
-def mosquitto(tmp: Path, port: int | None = None, *, persistent: bool = False) -> Iterator[Server]:
+def mosquitto(tmp: Path, port: int | None = None, *, persistent: bool = False,
+              users: dict[str, str] | None = None) -> Iterator[Server]:
     """Mosquitto 2 on a free port (or on `port`, to restart one).
 
     `persistent` keeps sessions and queued messages on disk in `tmp` across a restart.
+    `users` (name: password) turns anonymous access off: only they may connect.
     """
     port = port or free_port()
     conf = tmp / "mosquitto.conf"
     text = MOSQUITTO_CONF.format(port=port)
+    # Started as root, Mosquitto drops to the `mosquitto` user, which cannot reach pytest's
+    # private tmp folders: it then runs on WITHOUT persistence, logging only "Error: Permission
+    # denied", and cannot read a password file. The test broker stays root.
+    if (persistent or users) and os.geteuid() == 0:
+        text += "user root\n"
     if persistent:
         data = tmp / "mosquitto-data"
         data.mkdir(exist_ok=True)
-        # Started as root, Mosquitto drops to the `mosquitto` user, which cannot reach pytest's
-        # private tmp folders; it then runs on WITHOUT persistence, logging only "Error:
-        # Permission denied". The test broker stays root.
-        if os.geteuid() == 0:
-            text += "user root\n"
         text = text.replace("persistence false", f"persistence true\npersistence_location {data}/")
+    if users:
+        passwd = tmp / "mosquitto.passwd"
+        passwd.write_text("")
+        passwd.chmod(0o600)
+        for name, password in users.items():
+            subprocess.run([_binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd"), "-b",
+                            str(passwd), name, password], check=True, capture_output=True)
+        text = text.replace("allow_anonymous true",
+                            f"allow_anonymous false\npassword_file {passwd}")
     conf.write_text(text)
     server = _start([_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)], port,
                     tmp / "mosquitto.log", "mosquitto")
@@ -152,8 +163,8 @@ class VictoriaMetrics:
 
 
 @contextmanager
-def victoria_metrics(tmp: Path, port: int | None = None, *,
-                     dedup: bool = False) -> Iterator[VictoriaMetrics]:
+def victoria_metrics(tmp: Path, port: int | None = None, *, dedup: bool = False,
+                     basic_auth: tuple[str, str] | None = None) -> Iterator[VictoriaMetrics]:
     """VictoriaMetrics single-node on a free port (or `port`, to restart one on its data).
 
     Retention is long enough for any test time. `dedup` keeps one sample per series and
@@ -166,6 +177,8 @@ def victoria_metrics(tmp: Path, port: int | None = None, *,
            "-search.latencyOffset=0s"]
     if dedup:
         cmd.append("-dedup.minScrapeInterval=1ms")
+    if basic_auth:  # every HTTP request without these credentials is answered 401
+        cmd += [f"-httpAuth.username={basic_auth[0]}", f"-httpAuth.password={basic_auth[1]}"]
     server = _start(cmd, port, tmp / "victoria-metrics.log", "victoria-metrics")
     try:
         yield VictoriaMetrics(server)

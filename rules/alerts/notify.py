@@ -23,6 +23,7 @@ import apprise
 
 from rules.alerts.config import AlertsConfig, Channel, Retry
 from rules.alerts.store import AlertStore
+from telemetry import redact
 from telemetry.timeutil import now_ms
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def channel_url(
             ) from None
         if not url:
             raise ChannelError(f"alerts.channels.{name}: url_file {path} is empty")
+    redact.register(*redact.url_secrets(url))  # apprise and urllib3 log whole URLs
     if apprise.Apprise.instantiate(url) is None:
         scheme = url.split("://", 1)[0] if "://" in url else "(none)"
         where = f"${ch.url_env}" if ch.url_env else str(ch.url_file)
@@ -77,13 +79,7 @@ def _with_timeouts(url: str, timeout_s: float) -> str:
 
 def scrub(text: str, url: str) -> str:
     """`text` with the URL's credentials, tokens and keys blanked out."""
-    parts = urlsplit(url)
-    secrets = [parts.username or "", parts.password or ""]
-    secrets += [s for s in parts.path.split("/") if len(s) >= 6]
-    secrets += [v for _, v in parse_qsl(parts.query) if len(v) >= 6]
-    for s in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(s, "***")
-    return text
+    return redact.redact(text, tuple(sorted(set(redact.url_secrets(url)), key=len, reverse=True)))
 
 
 @dataclass(frozen=True)
