@@ -246,8 +246,11 @@ def pools(
             windowed.append(pool)
     for p in inst.ppas:
         if p.monthly_mwh is not None:
+            # A month's delivery covers that month's consumption only: what the seller
+            # delivered in October is not November's electricity. What is left is reported.
             for month, mwh in sorted(p.monthly_mwh.items()):
                 first = date(int(month[:4]), int(month[5:]), 1)
+                nxt = date(first.year + first.month // 12, first.month % 12 + 1, 1)
                 windowed.append(
                     Pool(
                         f"{p.id}/{month}",
@@ -255,7 +258,7 @@ def pools(
                         p.renewable,
                         p.emission_rate_kgco2e_per_kwh,
                         _local_ms(first, zone),
-                        year_end(first),
+                        _local_ms(nxt, zone),
                         mwh * 1000,
                     )
                 )

@@ -90,6 +90,21 @@ def test_monthly_ppa_volumes_and_a_certificate_outside_its_window() -> None:
     assert a.hours[1].residual_kwh == 10
 
 
+def test_a_monthly_ppa_volume_covers_its_own_month_only() -> None:
+    # 30 kWh delivered in January; 20 kWh used on 31 January 23:00 (UTC), 20 kWh on 1 February
+    # 00:00: January's delivery covers its 20 kWh, the 10 kWh left do not move to February
+    inst = Instruments(
+        ppas=[PPA(id="vppa", technology="wind", monthly_mwh={"2026-01": 0.03, "2026-02": 0.005})]
+    )
+    jan31_23h = int(datetime(2026, 1, 31, 23, tzinfo=UTC).timestamp() * 1000)
+    hours = [HourFlow(jan31_23h + i * HOUR_MS, 20.0, 20.0, 0.0) for i in range(2)]
+    a = allocate(hours, inst, {}, lambda _h: RESIDUAL, "UTC")
+    assert [h.covered for h in a.hours] == [{"vppa/2026-01": 20}, {"vppa/2026-02": 5}]
+    assert [h.residual_kwh for h in a.hours] == [0, 15]
+    jan = next(p for p in a.pools if p.instrument == "vppa/2026-01")
+    assert jan.volume_kwh - jan.used_kwh == pytest.approx(10)  # reported as left over
+
+
 def test_bad_instruments_are_refused_with_the_instrument_named() -> None:
     with pytest.raises(ValueError, match="certificate c1: vintage 2025 is outside"):
         _cert("c1", 1, vintage=2025)
