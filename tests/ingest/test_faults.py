@@ -140,8 +140,16 @@ def _assert_exactly_once(vm: VictoriaMetrics, sent: dict[str, int]) -> None:
             out[device] = sorted(s["values"])  # type: ignore[arg-type]
         return out
 
-    wait_until(lambda: {d: len(v) for d, v in stored().items()} == sent, 60,
-               f"every Sample in the database: {sent}")
+    try:
+        wait_until(lambda: {d: len(v) for d, v in stored().items()} == sent, 60,
+                   f"every Sample in the database: {sent}")
+    except AssertionError as exc:  # say which Samples are missing or there twice
+        now = stored()
+        detail = {d: {"missing": sorted(set(range(n)) - {int(v) for v in now.get(d, [])}),
+                      "twice": sorted({int(v) for v in now.get(d, [])
+                                       if now[d].count(v) > 1})}
+                  for d, n in sent.items()}
+        raise AssertionError(f"{exc}; in the database: {detail}") from None
     got = stored()
     for device, n in sent.items():
         assert got[device] == [float(i) for i in range(n)], device  # none missing, none twice
