@@ -78,6 +78,15 @@ def check_config(config: ConfigOpt) -> None:
     """Validate a site config; every error names the YAML path and what was expected."""
     loaded = _load(config)
     c = loaded.config
+    if c.rules.meters:  # every factor a meter needs is in the library, as `rules` checks
+        from rules.accounts import open_accounts
+        from rules.ledger import Ledger
+
+        try:
+            open_accounts(c.site, c.rules, Ledger(Path(":memory:")), base_dir=loaded.base_dir)
+        except (ValueError, LookupError) as exc:
+            err.print(f"[red]error[/]: {exc}", soft_wrap=True, highlight=False)
+            raise typer.Exit(2) from None
     edge_ids = {d.id for d in c.edge.devices}
     for m in c.rules.meters:
         if m.device not in edge_ids:

@@ -77,6 +77,15 @@ class Engine:
                     self.fuel_factors(m, today)
                 elif m.role in THERMAL_ROLES:
                     self.thermal_factor(m, today)
+                elif m.role is Role.GRID_IMPORT and cfg.grid_factor is None:
+                    try:
+                        self.factors.grid(site.region, today)
+                    except LookupError as exc:
+                        raise LookupError(
+                            f"{exc.args[0]}: set site.region to a region the factor library "
+                            "covers, add a factor file with the grid factor of yours "
+                            "(rules.factor_files), or name one with rules.grid_factor"
+                        ) from None
             except (KeyError, LookupError, ValueError) as exc:
                 raise ValueError(f"rules.meters ({m.device}): {exc.args[0]}") from None
         for r in cfg.refrigerants:

@@ -80,3 +80,9 @@ def test_check_config_command_exits_2_and_names_the_field(tmp_path: Path) -> Non
                         capture_output=True, text=True, timeout=60, check=False)
     assert ok.returncode == 0, ok.stderr
     assert "OK — site wuhan-fab1, 1 device(s), 1 accounted meter(s)" in ok.stdout
+    # a meter whose factor the library lacks is found by check-config, not at the first reading
+    bad.write_text(EXAMPLE.read_text().replace("region: CN-HB", "region: ZZ-QQ"))
+    proc = subprocess.run([sys.executable, "-m", "lingtan", "check-config", "-c", str(bad)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stdout
+    assert "no grid electricity factor for region 'ZZ-QQ'" in proc.stderr

@@ -121,6 +121,18 @@ def test_a_pinned_factor_that_does_not_exist_is_a_config_error(tmp_path: Path) -
         Engine(SITE, cfg, Ledger(tmp_path / "l.sqlite"), FactorLibrary.load())
 
 
+def test_a_grid_meter_in_a_region_without_a_grid_factor_is_refused_at_start(
+        tmp_path: Path) -> None:
+    cfg = RulesConfig(meters=[MeterConfig(device="grid", role=Role.GRID_IMPORT)])
+    nowhere = SiteInfo(id="plant-x", timezone="UTC", region="ZZ-QQ")
+    with pytest.raises(ValueError, match=r"rules\.meters \(grid\): no grid electricity factor "
+                       r"for region 'ZZ-QQ' valid on .*: set site\.region"):
+        Engine(nowhere, cfg, Ledger(tmp_path / "l.sqlite"), FactorLibrary.load())
+    # a pinned factor stands in for the region's
+    pinned = cfg.model_copy(update={"grid_factor": "cn-mee-2023-grid-province-hubei"})
+    Engine(nowhere, pinned, Ledger(tmp_path / "l.sqlite"), FactorLibrary.load())
+
+
 def _rated(tmp_path: Path, max_power_kw: float | None = None, gap_s: float = 900) -> Engine:
     cfg = RulesConfig(meters=[MeterConfig(device="grid", role=Role.GRID_IMPORT,
                                           max_power_kw=max_power_kw, gap_s=gap_s)])
