@@ -25,7 +25,7 @@ from rules.engine import Engine
 from rules.factors import Factor, FactorKind, FactorLibrary
 from rules.ledger import EmissionRow, Ledger
 from rules.market import HOUR_MS, Allocation, HourFlow, allocate, cfe, pools
-from rules.periods import PeriodKind, periods_between
+from rules.periods import Period, PeriodKind, periods_between
 from rules.targets import status as target_status
 from telemetry.config import SiteInfo
 from telemetry.timeutil import floor_ms, from_datetime, to_datetime
@@ -467,12 +467,13 @@ class Accounts:
             alloc = self.allocation(fy.start_ms, last)
             actual += sum(h.market_kgco2e for h in alloc.hours if h.start_ms >= fy.start_ms)
             actual += sum(r.kgco2e for r in rows if r.scope == "2" and r.category != "electricity")
-        elapsed = (last - fy.start_ms) / (fy.end_ms - fy.start_ms)
-        if elapsed <= 0:
+        elapsed, covered = year_shares(self.engine, fy, last)
+        if elapsed <= 0 or covered <= 0:
             return None
-        st = target_status(t, int(fy.label[2:]), actual / 1000, min(1.0, elapsed))
+        st = target_status(t, int(fy.label[2:]), actual / 1000, elapsed, covered)
         return {
             "fiscal_year": fy.label,
+            "covered_share": _r(covered),  # of the year, what the forecast is made from
             "allowed_tco2e": _r(st.allowed_tco2e),
             "budget_to_date_tco2e": _r(st.budget_to_date_tco2e),
             "actual_to_date_tco2e": _r(st.actual_to_date_tco2e),
@@ -526,6 +527,16 @@ def _factor(f: Factor) -> dict[str, Any]:
         "published": f.published.isoformat(),
         "verification": f.verification,
     }
+
+
+def year_shares(engine: Engine, fy: Period, as_of_ms: int) -> tuple[float, float]:
+    """(elapsed, covered): the shares of the fiscal year gone by `as_of_ms`, and covered by data
+    (from the year's first booked interval on)."""
+    length = fy.end_ms - fy.start_ms
+    first = engine.ledger.first_interval_ms(engine.site.id, fy.start_ms, fy.end_ms)
+    since = fy.start_ms if first is None else first
+    as_of = min(as_of_ms, fy.end_ms)
+    return (as_of - fy.start_ms) / length, max(0.0, (as_of - since) / length)
 
 
 def _resolve(path: Path, base_dir: Path | None) -> Path:

@@ -290,6 +290,7 @@ class RulesConfig(BaseModel):
             if m.device in seen:
                 raise ValueError(f"meters[{i}]: device {m.device!r} is listed twice")
             seen.add(m.device)
+        roles = {m.device: m.role for m in self.meters}
         for i, v in enumerate(self.virtual_meters):
             if v.id in seen:
                 raise ValueError(f"virtual_meters[{i}]: id {v.id!r} is already a meter")
@@ -297,6 +298,18 @@ class RulesConfig(BaseModel):
                 if dev not in seen:
                     raise ValueError(
                         f"virtual_meters[{i}] ({v.id}): {dev!r} is not a meter listed before it"
+                    )
+                # the breakdown adds up sub-meter energy: any other term would count as zero
+                if dev not in roles:
+                    raise ValueError(
+                        f"virtual_meters[{i}] ({v.id}): {dev!r} is a virtual meter; write out "
+                        "its terms instead"
+                    )
+                if roles[dev] not in BREAKDOWN_ROLES:
+                    raise ValueError(
+                        f"virtual_meters[{i}] ({v.id}): {dev!r} is a {roles[dev].value} meter; "
+                        "a virtual meter is made of submeter, it_load and dc_facility meters "
+                        "(the site's own consumption already has its unmetered remainder)"
                     )
             seen.add(v.id)
         ids = [r.id for r in self.refrigerants]

@@ -421,6 +421,14 @@ class Ledger:
             )
         ]
 
+    def first_interval_ms(self, site: str, start_ms: int, end_ms: int) -> int | None:
+        """The start of the earliest interval any meter booked in [start_ms, end_ms)."""
+        row = self._db.execute(
+            "SELECT min(start_ms) FROM meter_interval WHERE site=? AND start_ms>=? AND start_ms<?",
+            (site, start_ms, end_ms),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
     def estimated_kwh(self, site: str, device: str) -> float:
         """Energy of a meter spread across gaps (estimated), all intervals."""
         row = self._db.execute(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from rules.accounts import Accounts
+from rules.accounts import Accounts, year_shares
 from rules.config import BREAKDOWN_ROLES, Role
 from rules.market import HourFlow, allocate, cfe, pools
 from rules.periods import PeriodKind, period_of
@@ -75,6 +75,7 @@ class Live:
         zones: dict[str, list[float]] = {}
         meters = acc.engine.meters
         sub = metered = estimated = 0.0
+        breakdown: dict[str, float] = defaultdict(float)
         for device, role, _, kwh, est, unit in acc.engine.ledger.meter_amounts(
             acc.site.id, start_ms, end_ms
         ):
@@ -83,10 +84,16 @@ class Live:
             m = meters.get(device)
             if m is not None and m.zone is not None:
                 zones.setdefault(m.zone, [0.0, 0.0])[1 if role == Role.IT_LOAD else 0] += kwh
+            if role in BREAKDOWN_ROLES:
+                breakdown[device] += kwh
             if role in (Role.SUBMETER, Role.DC_FACILITY):
                 sub += kwh
             elif role not in BREAKDOWN_ROLES:
                 metered, estimated = metered + kwh, estimated + est
+        for v in acc.cfg.virtual_meters:  # a zone's IT or intake given by a formula
+            if v.zone is not None:
+                kwh = sum(sign * breakdown[dev] for sign, dev in v.terms)
+                zones.setdefault(v.zone, [0.0, 0.0])[1 if v.role == "it_load" else 0] += kwh
         found = self._days[start_ms] = DayTotals(
             hours=hours,
             ppa=ppa,
@@ -161,8 +168,10 @@ class Live:
             ):
                 if scope in t_cfg.scopes:
                     actual += values[key]
-            elapsed = (as_of_ms - fy.start_ms) / (fy.end_ms - fy.start_ms)
-            target = target_status(t_cfg, int(fy.label[2:]), actual / 1000, elapsed)
+            elapsed, covered = year_shares(acc.engine, fy, as_of_ms)
+            target = target_status(
+                t_cfg, int(fy.label[2:]), actual / 1000, elapsed, covered or elapsed
+            )
             values |= {
                 "target_allowed_fy_tco2e": target.allowed_tco2e,
                 "target_budget_to_date_tco2e": target.budget_to_date_tco2e,

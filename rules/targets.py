@@ -59,12 +59,27 @@ class TargetStatus:
     on_track: bool  # the forecast is within the year's allowance
 
 
-def status(target: TargetConfig, year: int, actual_tco2e: float, elapsed: float) -> TargetStatus:
-    """The year's status, `elapsed` being the share of the (fiscal) year gone (0 < elapsed <= 1)."""
+def status(
+    target: TargetConfig,
+    year: int,
+    actual_tco2e: float,
+    elapsed: float,
+    covered: float | None = None,
+) -> TargetStatus:
+    """The year's status, `elapsed` being the share of the (fiscal) year gone (0 < elapsed <= 1).
+
+    `covered` is the share of the year the data covers (from the first reading of the year to
+    now; `elapsed` when the site reported from the year's start). The forecast extrapolates the
+    pace of the covered part: a site that started monitoring in October is not forecast from
+    six months of zeros.
+    """
     if not 0 < elapsed <= 1:
         raise ValueError(f"elapsed {elapsed} is not a share of a year (0 < elapsed <= 1)")
+    covered = elapsed if covered is None else covered
+    if not 0 < covered <= elapsed:
+        raise ValueError(f"covered {covered} is not a share of the year gone (0 < c <= {elapsed})")
     allowed = target.allowed_tco2e(year)
-    forecast = actual_tco2e / elapsed
+    forecast = actual_tco2e / covered
     return TargetStatus(
         year=year,
         allowed_tco2e=allowed,

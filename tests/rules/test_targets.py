@@ -33,6 +33,18 @@ def test_status_against_the_budget_and_the_forecast() -> None:
         status(TARGET, 2026, 1.0, 0)
 
 
+def test_the_forecast_extrapolates_the_part_of_the_year_the_data_covers() -> None:
+    # half the year gone, but the site reported only for the last quarter of the year (0.25):
+    # 1,500 t in a quarter is 6,000 t a year, within 7,480 t; from the half it would be 3,000
+    late = status(TARGET, 2026, actual_tco2e=1_500, elapsed=0.5, covered=0.25)
+    assert late.forecast_tco2e == pytest.approx(6_000)
+    assert late.budget_to_date_tco2e == pytest.approx(3_740)  # the trajectory accrues by time
+    assert late.on_track
+    assert not status(TARGET, 2026, actual_tco2e=2_000, elapsed=0.5, covered=0.25).on_track
+    with pytest.raises(ValueError, match="not a share of the year gone"):
+        status(TARGET, 2026, 1.0, 0.5, covered=0.6)
+
+
 def test_a_target_in_the_site_config_is_checked() -> None:
     cfg = RulesConfig.model_validate({"fiscal_year_start_month": 4, "target": {
         "baseline_year": 2020, "baseline_tco2e": 10000, "target_year": 2030, "reduction": 0.42}})
