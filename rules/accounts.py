@@ -93,6 +93,27 @@ class Accounts:
         self.cfg = engine.cfg
         self.grid_cfe = grid_cfe
         self.residual_note = ""
+        # the market-based remainder's factors, checked now rather than at the first hour
+        lib, market = engine.factors, self.cfg.market
+        named = [
+            (f"rules.market.supplier[{i}]", s.factor, FactorKind.SUPPLIER_ELECTRICITY)
+            for i, s in enumerate(market.supplier)
+        ]
+        if market.residual_mix_factor is not None:
+            named.append(
+                (
+                    "rules.market.residual_mix_factor",
+                    market.residual_mix_factor,
+                    FactorKind.RESIDUAL_MIX,
+                )
+            )
+        for where, fid, kind in named:
+            if fid not in lib:
+                raise ValueError(f"{where}: no factor {fid!r} in the library")
+            if lib[fid].kind is not kind:
+                raise ValueError(
+                    f"{where}: factor {fid!r} is a {lib[fid].kind.value} factor, not {kind.value}"
+                )
         self._remainder: dict[date, Factor] = {}
         self._in_report = False
         self._read: tuple[tuple[int, int], list[tuple[str, str, int, float, float, str]]] | None = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import orjson
@@ -12,6 +12,7 @@ from lingtan.config import load
 from rules.accounts import Accounts, open_accounts
 from rules.ledger import Ledger
 from rules.live import Live
+from rules.market import SupplierFactor
 from rules.periods import PeriodKind, period_of
 from rules.recompute import recompute
 from rules.replay import replay
@@ -309,3 +310,21 @@ def test_biogenic_co2_is_reported_apart_and_steam_is_scope2(tmp_path: Path) -> N
     for row in rows:  # every emission row names factors that are in the library
         for fid in row.factor_ids.split(","):
             assert fid in acc.engine.factors
+
+
+def test_a_market_factor_of_the_wrong_kind_or_missing_is_refused_at_start(tmp_path: Path) -> None:
+    acc = _site(tmp_path)
+    cfg, site = acc.cfg, acc.site
+    ledger = acc.engine.ledger
+    wrong = cfg.model_copy(update={"market": cfg.market.model_copy(update={
+        "supplier": [SupplierFactor(factor="test-grid-xx", valid_from=date(2026, 1, 1))]})})
+    with pytest.raises(ValueError, match=r"rules.market.supplier\[0\]: factor 'test-grid-xx' is "
+                       r"a grid_electricity factor, not supplier_electricity"):
+        open_accounts(site, wrong, ledger, tmp_path)
+    missing = cfg.model_copy(update={"market": cfg.market.model_copy(update={
+        "residual_mix_factor": "no-such-mix"})})
+    with pytest.raises(ValueError, match=r"residual_mix_factor: no factor 'no-such-mix'"):
+        open_accounts(site, missing, ledger, tmp_path)
+    right = cfg.model_copy(update={"market": cfg.market.model_copy(update={
+        "residual_mix_factor": "test-residual-xx"})})
+    open_accounts(site, right, ledger, tmp_path)
