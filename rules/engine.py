@@ -63,6 +63,9 @@ class Engine:
         if cfg.grid_factor is not None and cfg.grid_factor not in factors:
             raise ValueError(f"rules.grid_factor: no factor {cfg.grid_factor!r} in the library")
         self.duplicates = 0
+        # where each (device, counter quantity) wraps, as the edge reports it from the register
+        # map (`counters_max` in the device's retained status); the config's counter_max wins
+        self.counter_max_reported: dict[tuple[str, str], float] = {}
         self._grid_cache: dict[int, Factor] = {}  # interval start -> its grid factor
         self._fuel_cache: dict[tuple[str, date], FuelFactors] = {}
         self.bookings = 0  # energy bookings so far: tells a caller whether a Sample moved a figure
@@ -93,6 +96,12 @@ class Engine:
                 factors.gwp(r.gas, cfg.gwp_set)
             except LookupError as exc:
                 raise ValueError(f"rules.refrigerants ({r.id}): {exc.args[0]}") from None
+
+    def counter_max(self, meter: MeterConfig) -> float | None:
+        """Where the meter's counter rolls over: the config's, else what its edge reported."""
+        if meter.counter_max is not None:
+            return meter.counter_max
+        return self.counter_max_reported.get((meter.device, meter.counter_quantity))
 
     def clear_caches(self) -> None:
         """Forget factors looked up so far (after the library changed)."""
@@ -240,7 +249,7 @@ class Engine:
         if prev.held_ts is not None and prev.held_value is not None:
             self._decide_held(sample, meter, prev, prev.held_ts, prev.held_value, value)
             return
-        delta = counter_delta(prev.value, value, meter.counter_max)
+        delta = counter_delta(prev.value, value, self.counter_max(meter))
         if delta.amount > 0 and self._too_fast(meter, delta.amount, prev.ts, sample.ts):
             # Hold the reading, keep the baseline: the next reading tells a glitch from a jump.
             self._event(
@@ -280,7 +289,7 @@ class Engine:
         """A reading was held as a spike; this one says whether it was a glitch or a jump."""
         q = meter.counter_quantity
         state = MeterState(sample.seq, sample.ts, value, correction=self._correction)
-        from_base = counter_delta(prev.value, value, meter.counter_max)
+        from_base = counter_delta(prev.value, value, self.counter_max(meter))
         if from_base.event is None and not self._too_fast(
             meter, from_base.amount, prev.ts, sample.ts
         ):
@@ -294,7 +303,7 @@ class Engine:
             self._count(sample, meter, prev.ts, sample.ts, from_base.amount)
         else:
             jump = counter_delta(prev.value, held_value, None).amount
-            from_held = counter_delta(held_value, value, meter.counter_max)
+            from_held = counter_delta(held_value, value, self.counter_max(meter))
             if from_held.event is None and not self._too_fast(
                 meter, from_held.amount, held_ts, sample.ts
             ):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import paho.mqtt.client as paho
 
 from rules.accounts import open_accounts
@@ -80,6 +81,8 @@ class RulesService:
         self._alert_mids: dict[int, int] = {}  # MQTT mid -> alert event id
         self._alert_counts: tuple[int, int] | None = None  # (firing, critical) last published
         subs = [topics.sample(site.id, m.device) for m in cfg.meters]
+        # the devices' retained status says where each counter register rolls over
+        subs += [topics.status(site.id, m.device) for m in cfg.meters]
         self.consumer = Consumer(broker, cfg.client_id, subs)
         self.consumer.client.on_publish = self._on_publish
         self._acks: queue.Queue[int] = queue.Queue()
@@ -187,6 +190,9 @@ class RulesService:
         """Account for a batch in one ledger transaction, then acknowledge it."""
         samples: list[Sample] = []
         for m in batch:
+            if m.topic.endswith("/" + topics.TopicKind.STATUS):
+                self._status(m)
+                continue
             try:
                 decoded = decode(m.payload)
                 samples += decoded
@@ -211,6 +217,21 @@ class RulesService:
             self.live.invalidate(self.engine.touched_from)
             self.engine.touched_from = None
         self.consumer.ack(batch)
+
+    def _status(self, m: Message) -> None:
+        """Take the counter wrap points from a device's status (published by the edge)."""
+        try:
+            body = orjson.loads(m.payload)
+            device = topics.Topic.parse(m.topic).device or ""
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            log.warning("skipping invalid status on %s: %s", m.topic, exc)
+            return
+        wraps = body.get("counters_max") if isinstance(body, dict) else None
+        if not isinstance(wraps, dict):
+            return
+        for quantity, top in wraps.items():
+            if isinstance(top, int | float) and not isinstance(top, bool) and top > 0:
+                self.engine.counter_max_reported[(device, str(quantity))] = float(top)
 
     def publish_changed(self) -> None:
         """Publish site intervals whose figures changed since they were last published.

@@ -29,11 +29,12 @@ def _client(broker: BrokerConfig) -> paho.Client:
     return c
 
 
-def publish(broker: BrokerConfig, messages: list[tuple[str, bytes]]) -> None:
+def publish(broker: BrokerConfig, messages: list[tuple[str, bytes]], *,
+            retain: bool = False) -> None:
     """Publish at QoS 1 and wait until the broker acknowledged each."""
     c = _client(broker)
     try:
-        infos = [c.publish(t, p, qos=1) for t, p in messages]
+        infos = [c.publish(t, p, qos=1, retain=retain) for t, p in messages]
         for i in infos:
             i.wait_for_publish(10)
             assert i.is_published()

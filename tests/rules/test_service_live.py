@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from lingtan.config import load
+from rules.ledger import Ledger
 from rules.service import RulesService
 from telemetry.config import BrokerConfig
 from telemetry.sample import Sample, decode, encode
@@ -146,3 +147,36 @@ def test_site_figures_and_an_alert_go_out_live(tmp_path: Path, hook: list[bytes]
         assert svc2.alerts.unpublished() == []
         svc2.alerts.close()
         svc2.ledger.close()
+
+
+def test_a_rollover_at_the_register_width_the_edge_reports(tmp_path: Path) -> None:
+    """The config gives no counter_max; the edge's retained status says where the counter
+    register wraps (counters_max, from the profile), and rules counts the wrap as a rollover."""
+    with mosquitto(tmp_path) as server:
+        (tmp_path / "site.yaml").write_text(CONFIG.format(port=server.port))
+        loaded = load(tmp_path / "site.yaml")
+        c = loaded.config
+        broker = BrokerConfig(url=f"mqtt://127.0.0.1:{server.port}")
+        publish(broker, [("lingtan/v1/fab/grid/status", orjson.dumps(
+            {"state": "online", "ts": now_ms(), "counters_max": {"energy_import_kwh": 99999.99}}))],
+            retain=True)
+        svc = RulesService(c.site, c.broker, c.rules, base_dir=tmp_path)
+        stop = threading.Event()
+        t = threading.Thread(target=svc.run, args=(stop,))
+        t.start()
+        try:
+            svc.consumer.wait_connected(10)
+            _wait(lambda: svc.engine.counter_max_reported)
+            t0 = now_ms() - 60_000
+            # 99990 -> 99998 (8 kWh), then the register wraps: 99998 -> 99999.99 -> 0 -> 3
+            publish(broker, [("lingtan/v1/fab/grid/sample", encode(Sample(
+                site="fab", device="grid", seq=i, ts=t0 + i * 10_000,
+                values={"energy_import_kwh": v}))) for i, v in enumerate([99990.0, 99998.0, 3.0])])
+            _wait(lambda: svc.samples_applied == 3)
+        finally:
+            stop.set()
+            t.join(20)
+        ledger = Ledger(tmp_path / "ledger.sqlite")
+        kwh = sum(k for _, k in ledger.meter_intervals("fab", "grid"))
+        assert kwh == pytest.approx(8 + (99999.99 - 99998) + 3)  # 12.99
+        assert [e.kind for e in ledger.events("fab")] == ["rollover"]
