@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -265,3 +267,25 @@ def _ping(port: int) -> bool:
             return bool(resp.status == 204)
     except OSError:
         return False
+
+
+@contextmanager
+def lingtan_process(command: str, config: Path, log: Path, *, env: dict[str, str] | None = None,
+                    log_level: str = "info") -> Iterator[subprocess.Popen[bytes]]:
+    """`lingtan --log-level <level> <command> -c config` in its own process until the block
+    ends (SIGTERM, then SIGKILL after 20 s); its output appended to `log`."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lingtan", "--log-level", log_level, command, "-c",
+             str(config)], stdout=out, stderr=subprocess.STDOUT,
+            env=None if env is None else os.environ | env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -55,7 +55,7 @@ BASE: dict[str, Any] = {
             {"device": "compressor", "role": "submeter", "area": "utilities",
              "quantity": "active_power_kw"},
         ],
-        "virtual_meters": [{"id": "rest", "formula": "grid-main - boiler - compressor"}],
+        "virtual_meters": [{"id": "utilities", "formula": "boiler + compressor"}],
         "refrigerants": [{"id": "top-up-1", "date": "2026-02-01", "gas": "R-410A", "kg": 2.5}],
     },
     "alerts": {

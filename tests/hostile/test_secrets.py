@@ -10,7 +10,6 @@ SMTP server that refuses the login, a webhook that answers 500 to a URL carrying
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -29,7 +28,7 @@ from telemetry.sample import Sample, encode
 from telemetry.timeutil import now_ms
 from tests.mqtt_helpers import Collector, collect, publish
 from tests.rules.alerts.servers import http_server
-from tests.servers import free_port, mosquitto, victoria_metrics, wait_until
+from tests.servers import free_port, lingtan_process, mosquitto, victoria_metrics, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -88,18 +87,8 @@ rules:
 def running(command: str, cfg: Path, env: dict[str, str]) -> Iterator[Path]:
     """`lingtan --log-level debug <command>` until the block ends; yields its log file."""
     log = cfg.parent / f"{command}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lingtan", "--log-level", "debug", command, "-c", str(cfg)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=os.environ | env)
-    try:
+    with lingtan_process(command, cfg, log, env=env, log_level="debug"):
         yield log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_broker_refusing_the_password_is_reported_without_it(tmp_path: Path) -> None:

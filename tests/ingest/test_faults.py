@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -25,7 +23,14 @@ from ingest.sqlite_store import SqliteStore
 from telemetry.sample import Sample, encode
 from telemetry.timeutil import now_ms
 from tests.ingest.influx_faults import influx_faults
-from tests.servers import VictoriaMetrics, free_port, mosquitto, victoria_metrics, wait_until
+from tests.servers import (
+    VictoriaMetrics,
+    free_port,
+    lingtan_process,
+    mosquitto,
+    victoria_metrics,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 DEVICES = [f"m{i}" for i in range(5)]
@@ -114,22 +119,9 @@ def _config(tmp: Path, broker_port: int, influx_url: str, *, sqlite: bool = Fals
     return path
 
 
-@contextmanager
-def ingest_process(config: Path) -> Iterator[subprocess.Popen[bytes]]:
+def ingest_process(config: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """`lingtan ingest -c config` in its own process."""
-    log = (config.parent / "ingest.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "lingtan", "ingest", "-c", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    return lingtan_process("ingest", config, config.parent / "ingest.log")
 
 
 def _assert_exactly_once(vm: VictoriaMetrics, sent: dict[str, int]) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from collectors.profile import register_map
 from lingtan.simulator import SimulatedMeter
 from tests.reliability.proxy import Proxy
+from tests.rules.alerts.servers import Http, http_server
 from tests.servers import VictoriaMetrics, free_port, mosquitto, victoria_metrics, wait_until
 
 T = TypeVar("T")
@@ -135,41 +136,24 @@ class Proc:
 class Webhook:
     """Every POST the alert channel made: (title, message) of apprise's json:// body."""
 
-    port: int
-    received: list[tuple[str, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: Http
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     def deliveries(self) -> list[tuple[str, str]]:
-        with self.lock:
-            return list(self.received)
+        out = []
+        for req in self.server.answered():
+            body = orjson.loads(req.body)
+            out.append((str(body.get("title", "")), str(body.get("message", ""))))
+        return out
 
 
 @contextmanager
 def webhook_server() -> Iterator[Webhook]:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    hook = Webhook(free_port())
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = orjson.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            with hook.lock:
-                hook.received.append((str(body.get("title", "")), str(body.get("message", ""))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", hook.port), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield hook
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server() as server:
+        yield Webhook(server)
 
 
 class AlertWatch:
