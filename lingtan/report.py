@@ -4,8 +4,10 @@ Everything in a report comes from the site's ledger and config through the same 
 live figures use (rules/accounts.py): totals by scope, method and gas; energy by role, area
 and line; renewable share and hourly CFE; PUE; charts of daily emissions, hourly load against
 clean supply, the renewable share and progress against the reduction target; every data-quality
-event and how much energy is estimated; and every factor used with its source. Times are in
-the site's time zone; the fiscal year follows the site's start month.
+event and how much energy is estimated; how much of the period the ledger has data for; and
+every factor used with its year, region, validity and source. Times are in the site's time
+zone; the fiscal year follows the site's start month. A period the ledger holds nothing for is
+refused rather than reported as zeros.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from rules.ledger import Ledger
 from rules.periods import Period, PeriodKind, parse_period, period_of, periods_between
 
 FORMATS = ("html", "pdf", "csv", "json")
+# The ledger books every meter per 15-minute interval (rules/engine.py).
+INTERVAL_MS = 15 * 60_000
 
 
 class ReportError(Exception):
@@ -59,7 +63,18 @@ def build(loaded: LoadedConfig, label: str, *, now: datetime | None = None) -> d
     ledger = Ledger(ledger_path)
     try:
         acc = open_accounts(c.site, c.rules, ledger, loaded.base_dir)
+        coverage = _coverage(acc, period)
+        if not coverage["intervals_with_data"] and not ledger.emissions(
+            c.site.id, period.start_ms, period.end_ms
+        ):
+            raise ReportError(
+                f"no ledger data in {period.label} ({_local(period.start_ms, tz)} to "
+                f"{_local(period.end_ms, tz)}, {tz}): {ledger_path} has no meter readings "
+                "booked in that period; pick a period with data, or replay the readings into "
+                f"the ledger (`lingtan replay --ledger {ledger_path}`)"
+            )
         r = acc.period(period.start_ms, period.end_ms)
+        factors = _factors(acc, r["factors"])
         alloc = acc.allocation(period.start_ms, period.end_ms)
         hours = [h for h in alloc.hours if period.start_ms <= h.start_ms < period.end_ms]
         estimated = _estimated_by_meter(acc, period)
@@ -82,7 +97,8 @@ def build(loaded: LoadedConfig, label: str, *, now: datetime | None = None) -> d
             "generated": generated.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z"),
             "lingtan": metadata.version("lingtan"),
         },
-        "accounts": r,
+        "coverage": coverage,
+        "accounts": r | {"factors": factors},
         "hourly": [
             {
                 "hour": _local(h.start_ms, tz),
@@ -95,6 +111,52 @@ def build(loaded: LoadedConfig, label: str, *, now: datetime | None = None) -> d
         "target_trajectory": target,
         "events": [dict(e, time=_local(e["ts"], tz, "%Y-%m-%d %H:%M:%S")) for e in r["events"]],
     }
+
+
+def _coverage(acc: Accounts, period: Period) -> dict[str, Any]:
+    """How much of the period the ledger has data for.
+
+    An interval has data when any meter has an amount booked in it (measured, or estimated over
+    a gap the meter's readings closed); the rest of the period has no readings yet or none at
+    all, and every figure of the report leaves it out. Entries booked by hand (refrigerant
+    top-ups) are not intervals of readings.
+    """
+    tz = acc.site.timezone
+    starts = sorted(
+        {
+            start
+            for _, _, start, _, _, _ in acc.engine.ledger.meter_amounts(
+                acc.site.id, period.start_ms, period.end_ms
+            )
+        }
+    )
+    intervals = -(-(period.end_ms - period.start_ms) // INTERVAL_MS)
+    return {
+        "intervals_with_data": len(starts),
+        "intervals": intervals,
+        "share": round(len(starts) / intervals, 4),
+        "first": _local(starts[0], tz) if starts else None,
+        "last": _local(starts[-1] + INTERVAL_MS, tz) if starts else None,
+    }
+
+
+def _factors(acc: Accounts, used: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The factors used, each with the validity its library entry gives (valid from / to)."""
+    lib = acc.engine.factors
+    out = []
+    for f in used:
+        if f["id"] not in lib:  # booked with a factor since removed from the library
+            out.append(f | {"valid_from": None, "valid_to": None})
+            continue
+        entry = lib[f["id"]]
+        out.append(
+            f
+            | {
+                "valid_from": entry.valid_from.isoformat(),
+                "valid_to": None if entry.valid_to is None else entry.valid_to.isoformat(),
+            }
+        )
+    return out
 
 
 def _estimated_by_meter(acc: Accounts, period: Period) -> list[dict[str, Any]]:
@@ -264,6 +326,10 @@ def csv_text(data: dict[str, Any]) -> str:
     w.writerow(["section", "item", "value", "unit"])
     for k in ("site", "period", "from", "to", "timezone", "gwp_set"):
         w.writerow(["meta", k, m[k], ""])
+    cov = data["coverage"]
+    w.writerow(["coverage", "intervals with data", cov["intervals_with_data"], "15 min"])
+    w.writerow(["coverage", "intervals in period", cov["intervals"], "15 min"])
+    w.writerow(["coverage", "share", cov["share"], "ratio"])
     w.writerow(["scope1", "total", r["scope1_kgco2e"], "kgCO2e"])
     for gas, v in r["scope1_by_gas_kgco2e"].items():
         w.writerow(["scope1", gas, v, "kgCO2e"])

@@ -30,6 +30,10 @@ pytestmark = pytest.mark.integration
 TARGET = ("  target: {baseline_year: 2022, baseline_tco2e: 3000, target_year: 2030, "
           "reduction: 0.42}\n")
 
+# a refrigerant top-up booked by hand in a month without readings
+TOP_UP_IN_DECEMBER = ("    - {id: chiller-1-2026-12, date: 2026-12-03, gas: R-410A, kg: 2, "
+                      "equipment: chiller 1}")
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -41,6 +45,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                       + "".join(f"{h},0.3\n" for h in hours))
     (tmp / "site.yaml").write_text(
         month.CONFIG.replace("site: {id: fab,", "site: {id: fab, name: Wuhan electronics fab,")
+        .replace("equipment: chiller 2}", "equipment: chiller 2}\n" + TOP_UP_IN_DECEMBER)
         + TARGET)
     loaded = load(tmp / "site.yaml")
     c = loaded.config
@@ -75,6 +80,15 @@ def test_html_renders_every_chart_in_chromium(site: Path) -> None:
     assert "91.73" in html  # Scope 2 market-based
     assert "cn-mee-2023-grid-national-average" in html
     assert "treated as a reset" in html  # the data-quality events are listed
+    # the whole month has data: every 15-minute interval of October (31 x 96)
+    assert ("Data coverage: the ledger has data for 2976\n    of the period's 2976 15-minute "
+            "intervals (100.0 %), from 2026-10-01 00:00\n    to 2026-11-01 00:00.") in html
+    # each factor with its year, region and validity beside its source
+    factors = html.split('<table id="factors"')[1].split("</table>")[0]
+    assert "<th class=\"n\">year</th><th>region</th><th>valid from</th><th>valid to</th>" in factors
+    assert ("<td>cn-mee-2023-grid-national-average</td><td class=\"n\">0.5306</td>"
+            "<td>kgCO2/kWh</td><td class=\"n\">2023</td><td>CN</td><td>2023-01-01</td>"
+            "<td>no end date</td>") in factors
     shot = site / "shot.png"
     proc = subprocess.run([chromium(), *chromium_args(), f"--user-data-dir={site}/chromium",
                            "--window-size=1100,3200", f"--screenshot={shot}", page.as_uri()],
@@ -125,3 +139,42 @@ def test_bad_requests_say_what_is_wrong(site: Path, tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
     assert out.returncode == 2
     assert "no ledger at" in out.stderr
+
+
+def test_coverage_says_how_much_of_a_longer_period_has_data(site: Path) -> None:
+    j = _report(site, "--period", "FY2027", "--format", "json")
+    assert j.returncode == 0, j.stderr
+    cov = json.loads(j.stdout)["coverage"]
+    # a month of readings in a fiscal year of 365 days
+    assert cov == {"intervals_with_data": 2976, "intervals": 365 * 96,
+                   "share": round(2976 / (365 * 96), 4), "first": "2026-10-01 00:00",
+                   "last": "2026-11-01 00:00"}
+    html = _report(site, "--period", "FY2027", "-o", "fy.html")
+    assert html.returncode == 0, html.stderr
+    assert "(8.5 %)" in (site / "fy.html").read_text()
+    assert "every figure below covers\n    those intervals only" in (site / "fy.html").read_text()
+    c = _report(site, "--period", "FY2027", "--format", "csv")
+    rows = {(r[0], r[1]): r[2] for r in csv.reader(io.StringIO(c.stdout)) if len(r) == 4}
+    assert float(rows[("coverage", "share")]) == cov["share"]
+
+
+def test_a_period_without_ledger_data_is_refused(site: Path) -> None:
+    """November has no readings: an error naming the period, not a report of zeros."""
+    for fmt in ("html", "json"):
+        out = _report(site, "--period", "2026-11", "--format", fmt, "-o", f"empty.{fmt}")
+        assert out.returncode == 2
+        assert "no ledger data in 2026-11 (2026-11-01 00:00 to 2026-12-01 00:00" in out.stderr
+        assert not (site / f"empty.{fmt}").exists()
+
+
+def test_a_period_with_only_entries_booked_by_hand_is_reported(site: Path) -> None:
+    """December has no readings but a refrigerant top-up: its Scope 1, and no coverage."""
+    j = _report(site, "--period", "2026-12", "--format", "json")
+    assert j.returncode == 0, j.stderr
+    body = json.loads(j.stdout)
+    assert body["coverage"]["intervals_with_data"] == 0
+    assert body["accounts"]["scope1_kgco2e"] > 0
+    out = _report(site, "--period", "2026-12", "-o", "december.html")
+    assert out.returncode == 0, out.stderr
+    assert "no meter readings in the period (0 of its\n    2976 15-minute intervals)" in (
+        site / "december.html").read_text()
