@@ -3,8 +3,9 @@
 Four dashboards, each with the variables site, area and device:
 
 - Plant overview (uid lingtan-site): live figures rules publishes as device `site`, emissions
-  today / month / fiscal year, renewable share and CFE, the target trajectory, and the alert
-  conditions the stored data shows (alert events themselves are not stored: see the text panel).
+  today / month / fiscal year, renewable share and CFE, the target trajectory, the alerts
+  firing (the counts rules publishes as device `alerts`; the events themselves are not stored)
+  and the conditions behind the default alert rules.
 - Energy breakdown (lingtan-energy): energy by meter from counters; with a layout, by area and
   line, and the unmetered remainder.
 - Device health (lingtan-health): polls, gaps, estimates, the edge outbox, ingest.
@@ -38,6 +39,7 @@ from grafana_foundation_sdk.models import text as text_m
 
 from lingtan.grafana.influxql import (
     INTERVAL,
+    UNTIL_RANGE_END,
     InfluxQL,
     Select,
     alias,
@@ -50,8 +52,11 @@ from lingtan.grafana.influxql import (
     tag_matches,
 )
 from lingtan.grafana.layout import CONSUMPTION_IN, CONSUMPTION_OUT, SUBMETERED, Layout, Meter
+from telemetry.quantities import QuantityOrigin, vocabulary
 
 DATASOURCE_UID = "lingtan-influxdb"
+# The derived device whose figures count the site's firing alerts (rules/service.py).
+ALERTS_DEVICE = "alerts"
 DATASOURCE = dbm.DataSourceRef(type_val="influxdb", uid=DATASOURCE_UID)
 TAGS = ["lingtan"]
 # Counter differences need readings in each bucket: a bucket much shorter than the poll interval
@@ -160,6 +165,15 @@ def _thresholds(*steps: tuple[float | None, str]) -> db.ThresholdsConfig:
     )
 
 
+def _by_series() -> db.FieldColor:
+    """A colour of Grafana's classic palette per series, so no two values of a panel share one.
+
+    For stat, gauge and bar gauge panels, whose colour otherwise comes from the thresholds:
+    panels whose colour says nothing about the value (no threshold steps to cross).
+    """
+    return db.FieldColor().mode(dbm.FieldColorModeId.PALETTE_CLASSIC)
+
+
 def _last(*fields: str) -> common.ReduceDataOptions:
     reduce = common.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
     return reduce.fields("/" + "|".join(fields) + "/") if fields else reduce
@@ -194,7 +208,7 @@ def _stat(pid: int, title: str, unit: str, targets: Iterable[InfluxQL], w: int =
         .graph_mode(common_m.BigValueGraphMode.AREA)
         .color_mode(common_m.BigValueColorMode.VALUE)
         .text_mode(common_m.BigValueTextMode.VALUE_AND_NAME)
-        .thresholds(_thresholds((None, "blue")))
+        .color_scheme(_by_series())
     )
     for t in targets:
         p.with_target(t)
@@ -276,6 +290,36 @@ def _steps(quantity: str, devices: str, name: str = "kwh") -> Select:
         "meter",
         (site(), tag_matches("device", devices)),
         group_tags=("device",),
+    )
+
+
+def _readings_per_interval() -> Select:
+    """Per device and time bucket, the readings of its most-read quantity (0 when none).
+
+    One subquery per quantity a device reads (origin meter in the vocabulary): a device is
+    silent in a bucket only when none of its quantities has a reading there. The edge agent's
+    poll counts are published under the device's id too, so counting every Sample would hide a
+    silent device behind its agent's health reports.
+    """
+    vocab = vocabulary()
+    per_quantity = tuple(
+        Select(
+            (call("count", field(q), "n"),),
+            "meter",
+            (site(), tag_matches("device", DEVICE), tag_matches("device", AREA)),
+            group_time=INTERVAL,
+            group_tags=("device",),
+            fill="none",
+        )
+        for q in vocab.names()
+        if vocab[q].origin is QuantityOrigin.METER
+    )
+    return Select(
+        (call("max", '"n"', "readings"),),
+        per_quantity,
+        group_time=INTERVAL,
+        group_tags=("device",),
+        fill="0",
     )
 
 
@@ -422,7 +466,7 @@ def overview(layout: Layout) -> db.Dashboard:
         .display_mode(common_m.BarGaugeDisplayMode.GRADIENT)
         .orientation(common_m.VizOrientation.HORIZONTAL)
         .reduce_options(_last())
-        .thresholds(_thresholds((None, "blue")))
+        .color_scheme(_by_series())
         .with_target(
             _q(
                 _derived(
@@ -533,16 +577,37 @@ def overview(layout: Layout) -> db.Dashboard:
 
     d.with_row(db.Row("Alerts").id(103))
     d.with_panel(
-        _note(
-            15,
-            "Alerts",
-            "Alert events go to `lingtan/v1/{site}/alert` and to the configured channels; "
-            "ingest does not store that topic, so this dashboard shows the conditions the "
-            "default rules watch, from stored figures: devices offline per edge agent, polls "
-            "failing, the reduction target (above). Current alert states: "
-            "`lingtan alerts list -c site.yaml`.",
-            w=8,
-            h=7,
+        stat.Panel()
+        .id(18)
+        .title("Active alerts")
+        .description(
+            "Alerts firing at the end of the time range, and how many of them are critical: "
+            "the counts rules publishes (device `alerts`) each time they change, so the last "
+            "one is read however long ago it was published. Which alerts they are is in "
+            "`lingtan alerts list -c site.yaml` and in the events on the alert topic."
+        )
+        .datasource(DATASOURCE)
+        .unit("none")
+        .decimals(0)
+        .span(8)
+        .height(7)
+        .reduce_options(_last())
+        .graph_mode(common_m.BigValueGraphMode.NONE)
+        .color_mode(common_m.BigValueColorMode.BACKGROUND)
+        .text_mode(common_m.BigValueTextMode.VALUE_AND_NAME)
+        .thresholds(_thresholds((None, "green"), (1, "red")))
+        .with_target(
+            _q(
+                Select(
+                    (
+                        call("last", field("alerts_firing_count"), "Firing"),
+                        call("last", field("alerts_critical_count"), "Critical"),
+                    ),
+                    "derived",
+                    (site(), tag_is("device", ALERTS_DEVICE), UNTIL_RANGE_END),
+                    time_filter=False,
+                )
+            )
         )
     )
     d.with_panel(
@@ -582,6 +647,19 @@ def overview(layout: Layout) -> db.Dashboard:
             h=7,
             bars=True,
             min_interval=COUNTER_MIN_INTERVAL,
+        )
+    )
+    d.with_panel(
+        _note(
+            15,
+            "Alerts",
+            "**Active alerts** counts what rules' alert engine has firing. The alert events "
+            "themselves (which rule, which device, firing / resolved) go to "
+            "`lingtan/v1/{site}/alert` and the configured channels and are not stored here: "
+            "`lingtan alerts list -c site.yaml` lists them. Beside it, the conditions the "
+            "default rules watch, from stored figures: devices offline per edge agent and "
+            "failed polls; the reduction target is above.",
+            h=3,
         )
     )
     return d
@@ -630,7 +708,7 @@ def energy(layout: Layout) -> db.Dashboard:
         .display_mode(common_m.BarGaugeDisplayMode.GRADIENT)
         .orientation(common_m.VizOrientation.HORIZONTAL)
         .reduce_options(_last())
-        .thresholds(_thresholds((None, "blue")))
+        .color_scheme(_by_series())
         .with_target(_q(in_range, legend="$tag_device"))
     )
     d.with_panel(
@@ -707,7 +785,7 @@ def energy(layout: Layout) -> db.Dashboard:
             .display_mode(common_m.BarGaugeDisplayMode.GRADIENT)
             .orientation(common_m.VizOrientation.HORIZONTAL)
             .reduce_options(_last())
-            .thresholds(_thresholds((None, "blue")))
+            .color_scheme(_by_series())
             .targets(
                 [
                     _q(_meters_sum(ms, "kwh", None), ref=chr(65 + i), legend=name)
@@ -831,10 +909,12 @@ def health(layout: Layout) -> db.Dashboard:
     d.with_panel(
         statetimeline.Panel()
         .id(5)
-        .title("Energy counter readings per interval (0 = gap)")
+        .title("Readings per interval, any quantity (0 = gap)")
         .description(
-            "Readings of energy_import_kwh stored per interval. Rules books a silence longer "
-            "than the meter's gap_s as a gap and spreads the energy over it, flagged "
+            "Readings each device sent per interval, of whichever quantity it reads most often "
+            "(every quantity a device reads counts: energy and gas counters, power, "
+            "temperature...; the edge agent's poll counts do not). Rules books a silence "
+            "longer than the meter's gap_s as a gap and spreads the energy over it, flagged "
             "estimated (the events are in the ledger and the reports)."
         )
         .datasource(DATASOURCE)
@@ -844,19 +924,7 @@ def health(layout: Layout) -> db.Dashboard:
         .show_value(common_m.VisibilityMode.NEVER)
         .thresholds(_thresholds((None, "red"), (1, "green")))
         .color_scheme(db.FieldColor().mode(dbm.FieldColorModeId.THRESHOLDS))
-        .with_target(
-            _q(
-                Select(
-                    (call("count", field("energy_import_kwh")),),
-                    "meter",
-                    (site(), tag_matches("device", DEVICE), tag_matches("device", AREA)),
-                    group_time=INTERVAL,
-                    group_tags=("device",),
-                    fill="0",
-                ),
-                legend="$tag_device",
-            )
-        )
+        .with_target(_q(_readings_per_interval(), legend="$tag_device"))
     )
     d.with_panel(
         _series(

@@ -34,6 +34,8 @@ Measurement = typing.Literal["meter", "derived"]
 
 # Grafana's macros and the dashboards' template variables, as they appear in queries.
 TIME_FILTER = "$timeFilter"
+# Up to the end of the time range, however far back: for state published only when it changes.
+UNTIL_RANGE_END = "time <= ${__to}ms"
 INTERVAL = "$__interval"
 SITE = "$site"
 

@@ -1,6 +1,7 @@
 """What Grafana does to an InfluxQL target before it sends it: macros and template variables.
 
-Follows Grafana's InfluxDB data source: $timeFilter becomes a time range in epoch ms,
+Follows Grafana's InfluxDB data source: $timeFilter becomes a time range in epoch ms, ${__to}
+the range's end in epoch ms,
 $__interval the bucket width for the time range and the panel's max data points (never below
 the panel's min interval), and variables their value; a multi-value or All variable with a
 custom all value is written as that value (.*), unescaped, and several values as (a|b).
@@ -63,6 +64,7 @@ def substitute(query: str, v: Variables, from_ms: int, to_ms: int,
                min_interval: str | None = None) -> str:
     """The query as Grafana would send it to InfluxDB."""
     out = query.replace("$timeFilter", f"time >= {from_ms}ms and time <= {to_ms}ms")
+    out = out.replace("${__to}", str(to_ms))  # global variable: the range's end, epoch ms
     out = out.replace("$__interval", format_ms(interval_ms(from_ms, to_ms,
                                                            min_interval=min_interval)))
     out = out.replace("${area:pipe}", v.area)

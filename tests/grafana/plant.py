@@ -1,5 +1,6 @@
 """A plant's day as ingest would store it: meter readings, edge and ingest health, and the
-derived figures the real rules code computes from those readings.
+derived figures the real rules code computes from those readings (the accounts' figures, and
+the counts of firing alerts from the real alert engine, as rules/service.py publishes them).
 
 Every line comes from ingest's own line builder (ingest.influx.line), so the dashboards are
 tested against exactly the measurements, tags and fields ingest writes.
@@ -16,9 +17,11 @@ from ingest.influx import DERIVED_MEASUREMENT, METER_MEASUREMENT, line
 from lingtan.config import LoadedConfig, parse
 from lingtan.grafana.layout import Layout
 from rules.accounts import open_accounts
+from rules.alerts import AlertEngine, AlertsConfig, AlertStore, Figures, Reading, Severity, State
 from rules.engine import SITE_DEVICE
 from rules.ledger import Ledger
 from rules.live import Live
+from rules.service import ALERTS_DEVICE
 from telemetry.sample import Quality, Sample
 
 SITE = "wuhan-fab1"
@@ -48,11 +51,19 @@ DC_OVERHEAD = 1.4  # the intake draws the IT load times this
 UNMETERED_KW = 120.0
 PV_PEAK_KW = 250.0
 
+# Alerts: only the built-in meter_offline (a meter silent for 15 minutes), as critical.
+ALERT_RULES = {
+    "defaults": {"meter_offline": {"severity": "critical"}, "data_gap": False,
+                 "demand_near_limit": False, "off_trajectory": False},
+}
+
 STEP_MS = 60_000
 HEALTH_MS = 5 * 60_000
 FIGURES_MS = 15 * 60_000
 # line-b is silent for this long in the middle of the day: a gap
 GAP = (0.45, 0.55)
+# the gas meter (no electricity counter) is silent here: a gap of another quantity
+GAS_GAP = (0.70, 0.78)
 # compressor-1's readings in this part of the day were estimated (a backfilled export)
 ESTIMATED = (0.30, 0.35)
 
@@ -121,7 +132,10 @@ def readings(start_ms: int, end_ms: int) -> Iterator[Sample]:
                          {"active_power_kw": round(p, 3), "energy_import_kwh": value}, quality)
         yield sample(SITE, "pv-roof", ts, {"active_power_kw": round(-pv, 3),
                                           "energy_export_kwh": counter("pv-roof", pv)})
-        yield sample(SITE, "gas-main", ts, {"gas_volume_m3": counter("gas-main", 36.0)})
+        gas = counter("gas-main", 36.0)
+        if not GAS_GAP[0] <= f < GAS_GAP[1]:
+            polls["gas-main"] = polls.get("gas-main", 0) + 1
+            yield sample(SITE, "gas-main", ts, {"gas_volume_m3": gas})
         yield sample(OTHER_SITE, "grid-main", ts,
                      {"active_power_kw": 80.0, "energy_import_kwh": counter("other", 80.0)})
         if (ts - start_ms) % HEALTH_MS == 0:
@@ -131,7 +145,7 @@ def readings(start_ms: int, end_ms: int) -> Iterator[Sample]:
                 yield sample(SITE, device, ts, {
                     "poll_ok_count": float(ok), "poll_failed_count": float(n - ok),
                     "poll_missed_count": 0.0, "poll_duration_ms": 18.5})
-            offline = 1.0 if GAP[0] <= f < GAP[1] else 0.0
+            offline = float(GAP[0] <= f < GAP[1]) + float(GAS_GAP[0] <= f < GAS_GAP[1])
             backlog = 40.0 * offline
             yield sample(SITE, AGENT, ts, {
                 "outbox_depth_count": backlog, "outbox_age_s": 60.0 * offline,
@@ -179,14 +193,50 @@ def plant_day(folder: Path, start_ms: int, end_ms: int) -> PlantDay:
         derived.extend(out)
         lines.extend(line(s, DERIVED_MEASUREMENT) for s in out)
 
+    # The default meter_offline rule, made critical, on the real alert engine at the readings'
+    # time; rules/service.py publishes what is firing as device `alerts` when the counts change.
+    now = [start_ms]
+    alerts = AlertEngine(
+        c.site,
+        AlertsConfig.model_validate(ALERT_RULES),
+        AlertStore(folder / "alerts.sqlite"),
+        clock=lambda: now[0],
+    )
+    latest: dict[tuple[str, str], Reading] = {}
+    counts: tuple[int, int] | None = None
+
+    def evaluate(ts: int) -> None:
+        nonlocal seq, counts
+        now[0] = ts
+        alerts.evaluate(Figures(latest=dict(latest), expected_devices=frozenset(metered)))
+        firing = [a for a in alerts.states() if a.state is State.FIRING]
+        critical = sum(1 for a in firing if alerts.rules[a.rule].severity is Severity.CRITICAL)
+        if (len(firing), critical) != counts:
+            counts = (len(firing), critical)
+            seq += 1
+            s = Sample(site=SITE, device=ALERTS_DEVICE, seq=seq, ts=ts, values={
+                "alerts_firing_count": float(counts[0]),
+                "alerts_critical_count": float(counts[1])})
+            derived.append(s)
+            lines.append(line(s, DERIVED_MEASUREMENT))
+
     with ledger.transaction():
+        last_ts = start_ms
         for s in readings(start_ms, end_ms):
+            if s.ts != last_ts:
+                evaluate(last_ts)
+                last_ts = s.ts
             if s.ts >= next_figures:
                 publish(next_figures)
                 next_figures += FIGURES_MS
             lines.append(line(s, METER_MEASUREMENT))
-            if s.site == SITE and s.device in metered:
-                engine.apply(s)
+            if s.site == SITE:
+                for q, v in s.values.items():
+                    latest[(s.device, q)] = Reading(s.ts, v)
+                if s.device in metered:
+                    engine.apply(s)
+        evaluate(last_ts)
         publish(end_ms)
     ledger.close()
+    alerts.store.close()
     return PlantDay(lines, start_ms, end_ms, derived)

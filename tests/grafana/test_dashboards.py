@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ingest.influx import DERIVED_MEASUREMENT, METER_MEASUREMENT, line
 from lingtan.grafana.dashboards import BUILDERS, DATASOURCE_UID, generate
-from lingtan.grafana.influxql import MEASUREMENTS, TAGS, SchemaError, Select, field, tag
+from lingtan.grafana.influxql import (
+    MEASUREMENTS,
+    TAGS,
+    UNTIL_RANGE_END,
+    SchemaError,
+    Select,
+    field,
+    tag,
+)
 from lingtan.grafana.layout import Layout
-from telemetry.quantities import vocabulary
+from telemetry.quantities import QuantityOrigin, vocabulary
 from telemetry.sample import Quality, Sample
 from tests.grafana.plant import layout as plant_layout
 from tests.grafana.queries import names, targets, variables
@@ -88,7 +98,9 @@ def test_every_panel_queries_the_lingtan_datasource_by_site() -> None:
             for t in p.get("targets", []):
                 assert t["datasource"] == {"type": "influxdb", "uid": DATASOURCE_UID}
                 assert t["rawQuery"] is True
-                assert "$timeFilter" in t["query"], f"{g.uid}#{p['id']}: no time filter"
+                # the time range, or (state published only on change) up to its end
+                assert "$timeFilter" in t["query"] or UNTIL_RANGE_END in t["query"], (
+                    f"{g.uid}#{p['id']}: no time filter")
                 assert "\"site\" = '$site'" in t["query"], f"{g.uid}#{p['id']}: not per site"
         names_ = [v["name"] for v in g.model["templating"]["list"]]  # type: ignore[index]
         assert names_ == ["site", "area", "device"]
@@ -101,6 +113,7 @@ def test_panel_ids_alert_rules_link_to_stay_put() -> None:
     assert by_id[1] == "Site power"
     assert by_id[5] == "Reduction target"
     assert by_id[16] == "Devices offline (edge agents)"
+    assert by_id[18] == "Active alerts"
     assert [f for f, _ in BUILDERS] == ["plant-overview.json", "energy-breakdown.json",
                                          "device-health.json", "data-centre.json"]
 
@@ -141,3 +154,61 @@ def test_names_are_checked_when_a_query_is_built() -> None:
     with pytest.raises(SchemaError, match="'line' is not a tag"):
         Select(('last("seq")',), "meter", group_tags=("line",))
     assert field("seq") == '"seq"'
+
+
+# Grafana's colour mode for a panel that sets none (each panel plugin's default).
+_DEFAULT_COLOUR = {"timeseries": "palette-classic", "stat": "thresholds", "gauge": "thresholds",
+                   "bargauge": "thresholds", "state-timeline": "thresholds"}
+
+
+def _several_series(panel: dict[str, Any]) -> bool:
+    """Whether a panel's targets give more than one series (columns, targets or tag groups)."""
+    ts = panel.get("targets", [])
+    if len(ts) > 1:
+        return True
+    for t in ts:
+        q = t["query"]
+        head = q.split(" FROM ", 1)[0]
+        tail = re.search(r"GROUP BY ((?:[^()]|time\([^)]*\))*)(?: fill\([^)]*\))?$", q)
+        if head.count(", ") or (tail and '"' in tail.group(1)):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("with_layout", [False, True], ids=["generic", "plant"])
+def test_no_two_series_of_a_panel_share_a_colour(with_layout: bool, plant: Layout) -> None:
+    """A panel of several series colours them from a palette, never one colour for all.
+
+    Thresholds colour by value (red beyond a limit): fine for several series when there are
+    steps to cross, but a single step paints every series the same.
+    """
+    checked = 0
+    for g in generate(plant if with_layout else None):
+        for p in g.model["panels"]:  # type: ignore[attr-defined]
+            # a table draws no colours unless a cell type asks for them
+            if p["type"] in ("row", "text", "table") or not _several_series(p):
+                continue
+            checked += 1
+            where = f"{g.uid}#{p['id']} {p['title']}"
+            defaults = p.get("fieldConfig", {}).get("defaults", {})
+            mode = defaults.get("color", {}).get("mode") or _DEFAULT_COLOUR[p["type"]]
+            assert mode != "fixed", where
+            if mode == "thresholds":
+                steps = defaults.get("thresholds", {}).get("steps", [])
+                assert len({s["color"] for s in steps}) > 1, f"{where}: one colour for all"
+            fixed = [prop["value"]["fixedColor"]
+                     for o in p.get("fieldConfig", {}).get("overrides", [])
+                     for prop in o["properties"] if prop["id"] == "color"]
+            assert len(fixed) == len(set(fixed)), f"{where}: overrides repeat {fixed}"
+    assert checked > 25
+
+
+def test_gaps_count_every_quantity_a_device_reads() -> None:
+    """The gap panel counts readings of every meter quantity, never the poll counts."""
+    health = next(g for g in generate() if g.uid == "lingtan-health")
+    [gaps] = [p for p in health.model["panels"] if p["id"] == 5]  # type: ignore[attr-defined]
+    n = names(gaps["targets"][0]["query"])
+    vocab = vocabulary()
+    meter = {q for q in vocab.names() if vocab[q].origin is QuantityOrigin.METER}
+    assert n.fields - n.aliases == meter
+    assert {"energy_import_kwh", "gas_volume_m3", "temperature_c"} <= meter

@@ -20,6 +20,8 @@ from lingtan.grafana.dashboards import Generated, generate
 from tests.grafana.macros import Variables, substitute
 from tests.grafana.plant import (
     DC_OVERHEAD,
+    GAP,
+    GAS_GAP,
     OTHER_SITE,
     SITE,
     UNMETERED_KW,
@@ -43,9 +45,10 @@ class Loaded:
     generic: list[Generated]
     plant: list[Generated]
 
-    def run(self, t: Target, v: Variables | None = None) -> dict[str, Any]:
-        q = substitute(t.query, v or Variables(SITE), self.day.start_ms, self.day.end_ms,
-                       t.min_interval)
+    def run(self, t: Target, v: Variables | None = None, to_ms: int | None = None,
+            from_ms: int | None = None) -> dict[str, Any]:
+        q = substitute(t.query, v or Variables(SITE), from_ms or self.day.start_ms,
+                       to_ms or self.day.end_ms, t.min_interval)
         result = self.db.query(q, db=DB)["results"][0]
         assert "error" not in result, f"{t.id}: {result['error']}\n{q}"
         return dict(result)
@@ -162,8 +165,14 @@ def test_a_silent_device_shows_as_offline_and_as_a_gap(loaded: Loaded) -> None:
     assert 0 in [r[1] for r in line_b["values"]]
     assert 0 not in [r[1] for r in line_a["values"]]
     counts = loaded.run(loaded.target("lingtan-health", 5))
-    gap = next(s for s in counts["series"] if s["tags"]["device"] == "line-b")
-    assert 0 in [r[1] for r in gap["values"]]
+    by_device = {s["tags"]["device"]: [r[1] for r in s["values"]] for s in counts["series"]}
+    assert 0 in by_device["line-b"]
+    # a meter without an electricity counter is covered too: the gas meter's silence is a gap,
+    # the PV inverter (export counter only) reads all day; edge and ingest figures are no device
+    assert 0 in by_device["gas-main"]
+    assert 0 not in by_device["pv-roof"]
+    assert 0 not in by_device["line-a"]
+    assert not {"edge-01", "ingest-lingtan-ingest"} & set(by_device)
     offline = values(loaded.run(loaded.target("lingtan-site", 16)), "last")
     assert max(offline) == 1
     assert min(offline) == 0
@@ -177,3 +186,24 @@ def test_device_and_area_selections_narrow_the_panels(loaded: Loaded) -> None:
     assert {s["tags"]["device"] for s in assembly["series"]} == {"line-a", "line-b"}
     other = loaded.run(t, Variables(OTHER_SITE))
     assert {s["tags"]["device"] for s in other["series"]} == {"grid-main"}
+
+
+def test_active_alerts_are_what_the_alert_engine_has_firing(loaded: Loaded) -> None:
+    """line-b silent for 15 minutes fires meter_offline (critical here) until it reads again."""
+    t = loaded.target("lingtan-site", 18)
+    span = loaded.day.end_ms - loaded.day.start_ms
+    mid_gap = loaded.day.start_ms + int(span * (GAP[0] + GAP[1]) / 2)
+    during = loaded.run(t, to_ms=mid_gap)
+    assert (values(during, "Firing"), values(during, "Critical")) == ([1.0], [1.0])
+    after = loaded.run(t)  # the end of the day: line-b reads again, nothing fires
+    assert (values(after, "Firing"), values(after, "Critical")) == ([0.0], [0.0])
+    # the gas meter's silence fires nothing: it is not one of rules.meters
+    assert GAS_GAP[0] > GAP[1]
+    # rules publishes on change only: a range of the last 30 minutes holds no count, and the
+    # panel still shows the state, from the count published hours before the range's start
+    last_half_hour = loaded.run(t, from_ms=loaded.day.end_ms - 1_800_000)
+    assert (values(last_half_hour, "Firing"), values(last_half_hour, "Critical")) == (
+        [0.0], [0.0])
+    published = [s.ts for s in loaded.day.derived if s.device == "alerts"]
+    assert max(published) < loaded.day.end_ms - 2 * 3_600_000
+    assert len([s for s in loaded.day.derived if s.device == "alerts"]) == 3
