@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-long lint typecheck unit servers bench clean dashboards
+.PHONY: demo test test-long lint typecheck unit servers bench clean dashboards docs
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lingtan needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -34,6 +34,10 @@ test: $(STAMP) servers lint typecheck
 # Tests marked `long` (minutes: fault runs, exhaustive sweeps, a real pip install), skipped by `test`.
 test-long: $(STAMP) servers
 	LINGTAN_TEST_LONG=1 $(BIN)/python -m pytest -q -m long
+
+# Regenerate docs/config-reference.md from the pydantic models (a test fails when stale).
+docs: $(STAMP)
+	$(BIN)/lingtan config-reference
 
 # Regenerate deploy/grafana/dashboards/*.json from lingtan/grafana (a test fails when stale).
 dashboards: $(STAMP)

@@ -26,7 +26,9 @@ class TcpTransport(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # tcp: Modbus TCP; rtu-over-tcp: RTU frames through a serial gateway.
     type: Literal["tcp", "rtu-over-tcp"] = "tcp"
+    # The meter's or the gateway's address.
     host: str = Field(min_length=1)
     port: Annotated[int, Field(ge=1, le=65535)] = 502
 
@@ -41,6 +43,7 @@ class SerialTransport(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Modbus RTU on a serial line of the edge box.
     type: Literal["serial"]
     device: str = Field(min_length=1, description="e.g. /dev/ttyUSB0")
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
@@ -71,12 +74,16 @@ class DeviceConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The device's id in topics and the database; rules.meters refers to it.
     id: Ident
     profile: str = Field(description="a shipped profile name, or a path to a profile YAML file")
+    # How to reach it: Modbus TCP (type tcp / rtu-over-tcp) or RTU (type serial).
     transport: Transport
+    # Modbus unit (slave) id; 0 only for gateways that need it.
     unit_id: Annotated[int, Field(ge=0, le=247)] = 1
     # polls happen on the interval's boundaries (every 10 s at :00, :10, ...)
     interval_s: Annotated[float, Field(ge=0.1, le=86400)] = 5.0
+    # Seconds to wait for each answer.
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     # further attempts within one poll, after a short jittered pause, if the tick has room
     retries: Annotated[int, Field(ge=0, le=5)] = 1
@@ -101,7 +108,9 @@ class EdgeConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # This edge box's id (its own status and health Samples go out under it).
     agent_id: Ident = "edge"
+    # Where the outbox and the seq counters live; keep it on persistent storage.
     state_dir: Path = Path("var/edge")
     # consecutive failed polls before a device is reported offline
     offline_after: Annotated[int, Field(ge=1)] = 3
@@ -113,6 +122,7 @@ class EdgeConfig(BaseModel):
     drain_s: Annotated[float, Field(ge=0, le=300)] = 5.0
     # how often the agent reports its own health as Samples (0 turns it off)
     health_interval_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    # The Modbus meters and inverters this box polls.
     devices: list[DeviceConfig] = Field(default_factory=list)
     # devices that publish their own JSON over MQTT
     mqtt: MqttSourceConfig | None = None

@@ -16,6 +16,7 @@ class SqliteConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The store's file (relative to the config's folder).
     path: Path = Path("var/lingtan.sqlite")
     # Readings older than this are deleted (checked hourly); unset keeps everything.
     # At most 100 years: the cutoff is an epoch-ms integer SQLite compares (64 bits).
@@ -27,11 +28,17 @@ class InfluxConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The server's base URL (http:// or https://, no credentials); written through /api/v2/write.
     url: str
+    # InfluxDB 2.x / Cloud organisation (ignored by 1.8 and 3 Core).
     org: str = "lingtan"
+    # The bucket to write to (InfluxDB 1.8: database/retention-policy; 3 Core: the database).
     bucket: str = "lingtan"
+    # Environment variable holding the API token (1.8: user:password).
     token_env: str | None = None
+    # File holding the API token.
     token_file: Path | None = None
+    # Seconds a write may take before it is retried.
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     # One write request holds at most this many lines and bytes (a 413 still splits it).
     lines_per_request: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
@@ -62,6 +69,7 @@ class IngestConfig(BaseModel):
     share_group: Ident | None = None
     # The embedded store; written when set, and by default when no InfluxDB is configured.
     sqlite: SqliteConfig | None = None
+    # The time-series database; both stores are written when both are set.
     influxdb: InfluxConfig | None = None
     # Dedupe window and self-metric seq; default var/{client_id}.state.sqlite
     state_path: Path | None = None
@@ -75,6 +83,7 @@ class IngestConfig(BaseModel):
     max_pending: Annotated[int, Field(ge=10, le=65_535)] = 10_000
     # Readings stamped further ahead than this are refused (a device clock gone wrong).
     max_future_s: Annotated[int, Field(ge=0)] = 300
+    # Readings stamped older than this are refused (a device clock gone wrong).
     max_age_days: Annotated[int, Field(ge=1)] = 3650
     # Sites this ingest accepts; empty means the site of this config only.
     sites: list[Ident] = Field(default_factory=list)

@@ -100,6 +100,24 @@ def check_config(config: ConfigOpt) -> None:
     )
 
 
+@app.command("config-reference")
+def config_reference(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="file to write")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="write nothing; exit 1 if the file is stale")
+    ] = False,
+) -> None:
+    """Write the site config reference (docs/config-reference.md) from the pydantic models."""
+    from lingtan.config_reference import DEFAULT_PATH, reference, write
+
+    path = output or DEFAULT_PATH
+    if check:
+        same = path.exists() and path.read_text("utf-8") == reference()
+        typer.echo(f"{path}: {'up to date' if same else 'stale: run make docs'}")
+        raise typer.Exit(0 if same else 1)
+    typer.echo(f"{path}: {'written' if write(path) else 'unchanged'}")
+
+
 @app.command()
 def poll(  # noqa: PLR0917 - typer maps each parameter to an option
     config: Annotated[Path | None, typer.Option("-c", "--config", help="site config YAML")] = None,

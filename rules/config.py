@@ -97,8 +97,11 @@ class MeterConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The device id as the edge publishes it.
     device: Ident
+    # What the meter measures for the accounts (README: Accounting).
     role: Role
+    # The counter (or power) quantity to read; default: the role's usual counter.
     quantity: str | None = None
     # The value at which the device's counter register wraps to zero, in the quantity's unit.
     counter_max: Annotated[float, Field(gt=0)] | None = None
@@ -120,8 +123,11 @@ class MeterConfig(BaseModel):
     # per m3; by default the library's for the fuel and the meter's unit) and emission factors
     # pinned by id (by default the library's for the fuel, one per gas).
     fuel: str | None = None
+    # Fuel meters: the calorific value's factor id, pinned (default: the library's).
     ncv: FactorId | None = None
+    # Fuel meters: emission factor ids, pinned (default: the library's per gas).
     emission_factors: list[FactorId] = Field(default_factory=list)
+    # Gas meters giving actual volume: correct it to standard conditions.
     volume_correction: VolumeCorrection | None = None
     # Purchased heat, steam and cooling: the factor (by default the library's for the region).
     factor: FactorId | None = None
@@ -255,12 +261,15 @@ class RulesConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Fixed: the broker keeps this client's session while rules is away.
     client_id: Ident = "lingtan-rules"
+    # The accounting ledger (SQLite): energy, emissions, events and revisions.
     ledger: Path = Path("var/ledger.sqlite")
     # Site-specific factor files, on top of the library shipped with lingtan.
     factor_files: list[Path] = Field(default_factory=list)
     # Pin the location-based grid factor by id; by default it follows the site's region and year.
     grid_factor: str | None = None
+    # The meters that count in the accounts, each with its role.
     meters: list[MeterConfig] = Field(default_factory=list)
     # How often the running figure of the open 15-minute interval is republished.
     # 0.5 s with batches closed after 0.2 s: a reading shows in the live figure within a second.
@@ -275,7 +284,9 @@ class RulesConfig(BaseModel):
     # The GWP100 set CH4 and N2O (and refrigerants) are converted with. AR6 is the newest; for
     # CH4 it has a fossil and a non-fossil value, applied by the fuel's origin.
     gwp_set: Literal["AR4", "AR5", "AR6"] = "AR6"
+    # Refrigerant top-ups (Scope 1), entered by hand.
     refrigerants: list[RefrigerantTopUp] = Field(default_factory=list)
+    # Meters computed from sub-meters, for the breakdown.
     virtual_meters: list[VirtualMeter] = Field(default_factory=list)
     # Market-based Scope 2: certificates, PPAs, supplier-specific factors, the residual mix.
     market: Instruments = Instruments()

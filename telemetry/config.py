@@ -61,8 +61,12 @@ class SiteInfo(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The site's id: in every topic, tag and ledger row; never change it once data exists.
     id: Ident
+    # The plant's name as people say it, for reports and alert messages.
     name: str = ""
+    # IANA time zone (e.g. Asia/Shanghai): days, months and fiscal years are the site's own, DST
+    # included.
     timezone: str = "UTC"
     region: str = Field(default="", description="grid region code, e.g. CN or CN-HB")
 
@@ -83,14 +87,20 @@ class BrokerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # mqtt://host:port, or mqtts://host:port for TLS; no credentials in the URL.
     url: str = "mqtt://127.0.0.1:1883"
     # 5 against Mosquitto or EMQX; 3.1.1 against the embedded amqtt broker, which never
     # answers an MQTT 5 CONNECT.
     protocol: Literal["5", "3.1.1"] = "5"
+    # The broker user; its password comes from password_env or password_file.
     username: str | None = None
+    # Environment variable holding the broker password.
     password_env: str | None = None
+    # File holding the broker password (relative to the config's folder).
     password_file: Path | None = None
+    # CA certificate to verify an mqtts:// broker with (default: the system's).
     ca_file: Path | None = None
+    # Seconds between MQTT keep-alives; a dead connection is noticed after 1.5 times this.
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     # How long the broker keeps a persistent session (and its queued messages) while we are away.
     # MQTT 5 carries it in four bytes; 4294967295 means the session never expires.

@@ -470,17 +470,26 @@ class AlertsConfig(BaseModel):
     grafana_url: str | None = None
     # Send a still-firing alert again this often; 0: never.
     repeat_s: Duration = Field(default=4 * 3600.0, alias="repeat")
+    # The contracted maximum demand; the demand rule warns at a share of it.
     contracted_demand_kw: Annotated[float, Field(gt=0)] | None = None
+    # The renewable share the site aims for (0-1); the default rule warns below it.
     renewable_share_target: Annotated[float, Field(gt=0, le=1)] | None = None
     # The built-in rules by name: false switches one off, a mapping changes its fields.
     defaults: dict[str, bool | dict[str, Any]] = Field(default_factory=dict)
+    # Alert rules of your own, beside the defaults.
     rules: list[Annotated[Rule, BeforeValidator(_rule_item)]] = Field(default_factory=list)
+    # Alerts held back for a time (by rule, device, site).
     silences: list[Silence] = Field(default_factory=list)
+    # Planned shutdowns, once or weekly: nothing pages anyone during them.
     maintenance: list[Maintenance] = Field(default_factory=list)
+    # Where messages go: apprise URLs (mailto://, dingtalk://, json://...) from url_env or
+    # url_file.
     channels: dict[Name, Channel] = Field(default_factory=dict)
     # No routes: every alert goes to every channel.
     routes: list[Route] = Field(default_factory=list)
+    # How a failing channel is retried.
     retry: Retry = Retry()
+    # The message texts.
     templates: Templates = Templates()
 
     @model_validator(mode="before")
