@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable, Sequence
 from enum import StrEnum
+from functools import cache
 
 
 class DataType(StrEnum):
@@ -102,33 +104,63 @@ def decode_raw(words: list[int], dtype: DataType, order: Order) -> int | float:
     return value
 
 
+_PACK_F32 = struct.Struct(">f").pack
+# 9 significant digits always round-trip a float32; %g drops trailing zeros, so 6 covers fewer
+_SHORT_FORMATS = ("%.6g", "%.7g", "%.8g", "%.9g")
+
+
 def shortest_float32(value: float) -> float:
     """The shortest decimal that is the same float32: 0.96, not 0.9599999785423279."""
-    raw = struct.pack(">f", value)
-    for digits in range(6, 10):  # 9 significant digits always round-trip a float32
-        short = float(f"{value:.{digits}g}")
-        if struct.pack(">f", short) == raw:
+    raw = _PACK_F32(value)
+    for fmt in _SHORT_FORMATS:
+        short = float(fmt % value)
+        if _PACK_F32(short) == raw:
             return short
     return value
 
 
-def decode_number(
-    words: list[int], dtype: DataType, order: Order, na: frozenset[int] = frozenset()
-) -> float | None:
-    """A number, or None when the device says "not available" (a sentinel, NaN or infinity)."""
-    raw = decode_raw(words, dtype, order)
-    if isinstance(raw, float):
+NumberDecoder = Callable[[Sequence[int]], "float | None"]
+
+
+@cache
+def number_decoder(
+    dtype: DataType, order: Order, na: frozenset[int] = frozenset()
+) -> NumberDecoder:
+    """`decode_number` for one type, order and sentinel set, its struct formats compiled once:
+    the edge decodes every value of every poll through one of these."""
+    fmt, n = LAYOUT[dtype]
+    # Packing the wire words little-endian undoes a byte swap within each word; reading the
+    # value little-endian undoes a reversed word order. Both at once (DCBA) cancel in the pack.
+    pack = struct.Struct(("<" if order.bytes_swapped != order.words_swapped else ">") + "H" * n)
+    unpack = struct.Struct(("<" if order.words_swapped else ">") + fmt[1:])
+    to_bytes, from_bytes = pack.pack, unpack.unpack
+    is_float32 = dtype is DataType.FLOAT32
+    mask = (1 << (16 * n)) - 1  # sentinels are register patterns: compare signed ones by bits
+
+    def decode_float(words: Sequence[int]) -> float | None:
+        if len(words) != n:
+            raise ValueError(f"{dtype} needs {n} registers, got {len(words)}")
+        raw: float = from_bytes(to_bytes(*words))[0]
         if not math.isfinite(raw):
             return None
-        return shortest_float32(raw) if dtype is DataType.FLOAT32 else raw
-    if raw in na or _unsigned(raw, dtype) in na:
-        return None
-    return float(raw)
+        return shortest_float32(raw) if is_float32 else raw
+
+    def decode_int(words: Sequence[int]) -> float | None:
+        if len(words) != n:
+            raise ValueError(f"{dtype} needs {n} registers, got {len(words)}")
+        raw: int = from_bytes(to_bytes(*words))[0]
+        if na and (raw in na or raw & mask in na):
+            return None
+        return float(raw)
+
+    return decode_int if dtype in INTEGER_TYPES else decode_float
 
 
-def _unsigned(raw: int, dtype: DataType) -> int:
-    # Sentinels are written as register patterns (0x8000): compare signed types by bit pattern.
-    return raw & ((1 << (16 * width(dtype))) - 1)
+def decode_number(
+    words: Sequence[int], dtype: DataType, order: Order, na: frozenset[int] = frozenset()
+) -> float | None:
+    """A number, or None when the device says "not available" (a sentinel, NaN or infinity)."""
+    return number_decoder(dtype, order, na)(words)
 
 
 def encode_number(value: float, dtype: DataType, order: Order) -> list[int]:

@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from collectors.codec import (
     INTEGER_TYPES,
     DataType,
+    NumberDecoder,
     Order,
-    decode_number,
     max_raw,
+    number_decoder,
     scaled,
     width,
 )
@@ -128,6 +129,47 @@ class Read:
         return f"Read(fc={self.function}, address={self.address}, count={self.count})"
 
 
+class _Slot:
+    """One field of a read, ready to decode: where its words sit and how they become a number."""
+
+    __slots__ = ("end", "field", "number", "plain", "start")
+
+    def __init__(self, profile: Profile, read: Read, f: Register | ScaleFactor) -> None:
+        self.field = f
+        self.start = f.address - read.address
+        self.end = self.start + f.width
+        self.number: NumberDecoder | None
+        if isinstance(f, ScaleFactor):
+            self.number = number_decoder(DataType.INT16, profile.order, frozenset({0x8000}))
+            self.plain = False
+            return
+        if f.type is DataType.BOOL:
+            self.number = None
+        else:
+            na = frozenset(profile.na) | frozenset(f.na)
+            self.number = number_decoder(f.type, f.order or profile.order, na)
+        # Nothing to scale: scaled() would give the value back, a float32's shortest decimal
+        # or an integer of at most 32 bits having fewer than its 15 significant digits.
+        self.plain = (
+            f.scale == 1.0
+            and f.offset == 0.0
+            and f.scale_factor is None
+            and f.type in _UNSCALED_EXACT
+        )
+
+
+_UNSCALED_EXACT = frozenset(
+    {
+        DataType.BOOL,
+        DataType.INT16,
+        DataType.UINT16,
+        DataType.INT32,
+        DataType.UINT32,
+        DataType.FLOAT32,
+    }
+)
+
+
 class Profile(BaseModel):
     """A device model's register map."""
 
@@ -215,32 +257,37 @@ class Profile(BaseModel):
         is itself not available) is left out: missing, never zero.
         """
         sfs: dict[str, int | None] = {}
-        raw: list[tuple[Register, float | None]] = []
-        base_na = frozenset(self.na)
+        raw: list[tuple[Register, bool, float]] = []
+        compiled = self._compiled
         for read, words in reads:
             if len(words) != read.count:
                 raise ValueError(
                     f"read of {read.count} registers at {read.address} returned {len(words)}"
                 )
-            for f in read.fields:
-                start = f.address - read.address
-                chunk = words[start : start + f.width]
+            for s in compiled.get(id(read)) or self._compile(read):
+                f = s.field
                 if isinstance(f, ScaleFactor):
-                    v = decode_number(chunk, DataType.INT16, self.order, frozenset({0x8000}))
+                    assert s.number is not None
+                    v = s.number(words[s.start : s.end])
                     sfs[f.name] = None if v is None or not -10 <= v <= 10 else int(v)
-                elif f.type is DataType.BOOL:
-                    raw.append((f, float(bool(chunk[0]))))
+                elif s.number is None:  # a coil or discrete input
+                    raw.append((f, s.plain, float(bool(words[s.start]))))
                 else:
-                    na = base_na | frozenset(f.na)
-                    v = decode_number(chunk, f.type, f.order or self.order, na)
-                    if v is not None and f.bit is not None:
-                        v = float((int(v) >> f.bit) & 1)
-                    raw.append((f, v))
+                    v = s.number(words[s.start : s.end])
+                    if v is not None:
+                        raw.append(
+                            (f, s.plain, v if f.bit is None else float((int(v) >> f.bit) & 1))
+                        )
         values: dict[str, float] = {}
-        for r, v in raw:
-            sf = sfs.get(r.scale_factor) if r.scale_factor is not None else None
-            if v is None or (r.scale_factor is not None and sf is None):
+        for r, plain, v in raw:
+            if plain:
+                values[r.quantity] = v
                 continue
+            sf = None
+            if r.scale_factor is not None:
+                sf = sfs.get(r.scale_factor)
+                if sf is None:
+                    continue
             value = scaled(v, r.scale, r.offset, sf)
             if not math.isfinite(value):
                 # a raw value at the type's edge times a large scale: nonsense, not a reading
@@ -250,6 +297,14 @@ class Profile(BaseModel):
                 )
             values[r.quantity] = value
         return values
+
+    @cached_property
+    def _compiled(self) -> dict[int, tuple[_Slot, ...]]:
+        # each planned read's fields with their decoders, built once (decode runs every poll)
+        return {id(r): self._compile(r) for r in self.reads}
+
+    def _compile(self, read: Read) -> tuple[_Slot, ...]:
+        return tuple(_Slot(self, read, f) for f in read.fields)
 
     def counter_max(self, quantity: str) -> float | None:
         """Where a counter register wraps, in the quantity's unit (None if unknown)."""

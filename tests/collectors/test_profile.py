@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from collectors.codec import DataType, Order, encode_number
+from collectors.codec import DataType, Order, decode_number, encode_number, scaled, width
 from collectors.profile import Profile, ProfileError, builtin_profiles, load_profile
 
 
@@ -162,3 +164,24 @@ def test_profile_file_errors_name_the_file_and_entry(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({**SUNSPEC_LIKE, "order": "ACBD"}))
     with pytest.raises(ProfileError, match=r"bad.yaml: order: Input should be 'ABCD'"):
         load_profile(str(path))
+
+
+_NUMBERS = [t for t in DataType if t is not DataType.BOOL]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_NUMBERS), st.sampled_from(list(Order)), st.data())
+def test_an_unscaled_value_decodes_as_the_scaled_path_would(dtype: DataType, order: Order,
+                                                            data: st.DataObject) -> None:
+    # decode skips scaled() for registers without scale, offset or scale factor; that is only
+    # right if scaled() would give every such value back unchanged
+    words = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=width(dtype),
+                               max_size=width(dtype)))
+    p = Profile.model_validate({"name": "t", "source": "test profile, no vendor document",
+                                "order": order.value, "registers": [
+                                    {"quantity": "active_power_kw", "address": 0,
+                                     "type": dtype.value}]})
+    [read] = p.plan()
+    raw = decode_number(words, dtype, order)
+    expected = {} if raw is None else {"active_power_kw": scaled(raw, 1.0, 0.0)}
+    assert p.decode([(read, words)]) == expected
