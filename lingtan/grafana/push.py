@@ -115,11 +115,31 @@ def push_datasource(api: GrafanaApi, source: InfluxSource) -> str:
     except GrafanaException as exc:
         if not _not_found(exc):
             raise
-        api.datasource.create_datasource(body)
+        try:
+            api.datasource.create_datasource(body)
+        except GrafanaClientError as conflict:
+            if conflict.status_code != 409:
+                raise
+            raise PushError(_name_taken(api)) from None
         return "created"
     # secrets are write-only in Grafana: what it holds cannot be compared, so always update
     api.datasource.update_datasource_by_uid(DATASOURCE_UID, body)
     return "updated"
+
+
+def _name_taken(api: GrafanaApi) -> str:
+    # Grafana keeps data source names unique: one made by hand (or by provisioning) under our
+    # name but another uid blocks ours, and the dashboards query the uid, not the name.
+    try:
+        other = api.datasource.get_datasource_by_name(DATASOURCE_NAME)
+        uid = f"uid {other.get('uid')!r}"
+    except GrafanaException:
+        uid = "another uid"
+    return (
+        f"data source: Grafana already has a data source named {DATASOURCE_NAME!r} with {uid}; "
+        f"lingtan's dashboards query uid {DATASOURCE_UID!r}. Delete or rename that data source "
+        "in Grafana (Connections > Data sources) and push again; it was left as it is"
+    )
 
 
 def _same(stored: dict[str, Any], ours: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 
 @dataclass
@@ -67,7 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
             s.requests.append((method, self.path))
             if not self._authorised():
                 return
-            parts = self.path.split("?")[0].strip("/").split("/")
+            parts = [unquote(p) for p in self.path.split("?")[0].strip("/").split("/")]
             body = self._body() if method in ("POST", "PUT") else {}
             match (method, parts):
                 case ("GET", ["api", "folders", uid]):
@@ -98,12 +99,21 @@ class _Handler(BaseHTTPRequestHandler):
                     shown = {k: v for k, v in ds.items() if k != "secureJsonData"}
                     shown["secureJsonFields"] = {k: True for k in ds.get("secureJsonData", {})}
                     self._send(200, shown)
+                case ("GET", ["api", "datasources", "name", name]):
+                    named = [d for d in s.datasources.values() if d["name"] == name]
+                    if not named:
+                        self._send(404, {"message": "Data source not found"})
+                        return
+                    self._send(200, {k: v for k, v in named[0].items() if k != "secureJsonData"})
                 case ("POST", ["api", "datasources"]):
                     uid = body["uid"]
                     if uid in s.datasources or any(
                         d["name"] == body["name"] for d in s.datasources.values()
                     ):
-                        self._send(409, {"message": "data source with the same name exists"})
+                        # the 409 and text Grafana answers to a name it already has
+                        self._send(
+                            409, {"message": "data source with the same name already exists"}
+                        )
                         return
                     s.datasources[uid] = body | {"id": s.next_id, "version": 1}
                     s.next_id += 1

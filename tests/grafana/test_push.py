@@ -116,6 +116,23 @@ def test_a_wrong_token_is_refused_clearly(secrets: dict[str, Path], tmp_path: Pa
         assert state.dashboards == {}
 
 
+def test_a_data_source_of_our_name_under_another_uid_is_named(secrets: dict[str, Path]) -> None:
+    # made by hand before lingtan was pushed: Grafana refuses a second data source of one name
+    hand_made = {"uid": "P951FEA4DE68E13C5", "name": "lingtan InfluxDB", "type": "influxdb",
+                 "url": "http://old-influx:8086", "id": 7, "version": 3}
+    with fake_grafana(TOKEN) as (url, state):
+        state.datasources["P951FEA4DE68E13C5"] = dict(hand_made)
+        out = lingtan("--url", url, "--token-file", str(secrets["token"]),
+                      "--influxdb-url", "http://influxdb:8086")
+        assert out.returncode == 1
+        assert ("grafana push failed at data source: Grafana already has a data source named "
+                "'lingtan InfluxDB' with uid 'P951FEA4DE68E13C5'; lingtan's dashboards query uid "
+                f"'{DATASOURCE_UID}'. Delete or rename that data source") in out.stderr
+        assert "Traceback" not in out.stderr
+        assert state.datasources == {"P951FEA4DE68E13C5": hand_made}
+        assert state.dashboards == {}
+
+
 def test_unreachable_grafana_and_bad_options(secrets: dict[str, Path], tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     out = lingtan("--url", f"http://127.0.0.1:{port}", "--token-file", str(secrets["token"]),
