@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -23,7 +22,7 @@ from collectors.profile import AnyProfile, Profile
 from collectors.publisher import OutboxPublisher
 from telemetry import topics
 from telemetry.config import BrokerConfig, SiteInfo
-from telemetry.mqtt import connect_async, make_client
+from telemetry.mqtt import LoopDriver, make_client, wait_published
 from telemetry.timeutil import now_ms
 
 log = logging.getLogger(__name__)
@@ -52,6 +51,21 @@ async def _sleep_until(wall: float) -> None:
     delay = wall - time.time()
     if delay > 0:
         await asyncio.sleep(delay)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` and return once every one has ended.
+
+    A cancel can be lost: on Python 3.11, asyncio.wait_for (pymodbus waits for each answer
+    with it) returns the answer when the cancel arrives in the same loop turn as the answer,
+    and the worker polls on as if never asked to stop. So the cancel is repeated until the
+    task has ended; a worker that took one ends at its next await.
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
 
 
 class EdgeAgent:
@@ -112,7 +126,10 @@ class EdgeAgent:
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
-        connect_async(client, self.broker, persistent=False)
+        # paho's I/O on this loop, not in its own thread: a sixth less CPU at 500 devices
+        driver = LoopDriver(client, self.broker, persistent=False)
+        network_stop = asyncio.Event()
+        network = asyncio.create_task(driver.run(network_stop), name="edge-mqtt")
         self.publisher = OutboxPublisher(self.outbox, client, window=self.edge.publish_window)
         listener = self._mqtt_listener()
         try:
@@ -131,8 +148,7 @@ class EdgeAgent:
                 # Workers sleep without watching `stop` (cheaper at hundreds of devices):
                 # cancel them. A cancelled poll appends nothing; an append is never half done.
                 await stop.wait()
-                for w in workers:
-                    w.cancel()
+                await _cancel_all(workers)
                 # a clean stop hands the last readings over before it goes
                 if not await self.publisher.drain(self.edge.drain_s):
                     log.warning(
@@ -144,15 +160,11 @@ class EdgeAgent:
             if listener is not None:
                 listener.stop()
             if client.is_connected():  # else the broker has the will, or never heard of us
-                with contextlib.suppress(RuntimeError):  # lost the connection just now
-                    client.publish(
-                        agent_status,
-                        orjson.dumps({"state": "offline", "ts": now_ms()}),
-                        qos=1,
-                        retain=True,
-                    ).wait_for_publish(timeout=2)
-            client.disconnect()
-            client.loop_stop()
+                offline = orjson.dumps({"state": "offline", "ts": now_ms()})
+                await wait_published(client.publish(agent_status, offline, qos=1, retain=True), 2)
+            await driver.disconnect()
+            network_stop.set()
+            await network
             for reader in self._readers.values():
                 reader.close()
             self.outbox.close()

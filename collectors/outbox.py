@@ -53,6 +53,7 @@ class Outbox:
         self._seq: dict[tuple[str, str], int] = {
             (site, dev): int(last) for site, dev, last in self._db.execute("SELECT * FROM seq")
         }
+        self._topics: dict[tuple[str, str], str] = {}  # checked once per device, not per read
         self._rows: list[tuple[str, str, bytes, int]] = []
         self._seq_dirty: set[tuple[str, str]] = set()
         self._acked: list[int] = []
@@ -72,7 +73,10 @@ class Outbox:
         sample = Sample(site=site, device=device, seq=seq, ts=ts, values=values, quality=quality)
         self._seq[key] = seq
         self._seq_dirty.add(key)
-        self._rows.append((device, topics.sample(site, device), encode(sample), now_ms()))
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = self._topics[key] = topics.sample(site, device)
+        self._rows.append((device, topic, encode(sample), now_ms()))
         return sample
 
     def flush(self) -> int:

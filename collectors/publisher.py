@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from typing import Any
 
@@ -16,15 +15,17 @@ log = logging.getLogger(__name__)
 
 
 class OutboxPublisher:
-    """Hands at most `window` Samples to paho at a time; paho resends them after a reconnect."""
+    """Hands at most `window` Samples to paho at a time; paho resends them after a reconnect.
+
+    The client's I/O runs on the same asyncio loop (telemetry.mqtt.LoopDriver): PUBACKs arrive
+    in this thread.
+    """
 
     def __init__(
         self, outbox: Outbox, client: paho.Client, *, window: int, coalesce_s: float = 0.01
     ) -> None:
         self.coalesce_s = coalesce_s
         self._acks: list[tuple[int, bool, str]] = []
-        self._acks_lock = threading.Lock()
-        self._acks_scheduled = False
         self.outbox = outbox
         self.client = client
         self.window = window
@@ -78,20 +79,14 @@ class OutboxPublisher:
         return self.outbox.cached_depth == 0
 
     def _on_publish(self, _c: paho.Client, _ud: Any, mid: int, reason: Any, _props: Any) -> None:
-        # paho's network thread: queue the ack; wake the event loop (which owns the database)
-        # once per batch of acks, not once per ack.
+        # in the loop's thread (LoopDriver), amid a read of many PUBACKs: settle them together
         failed = bool(getattr(reason, "is_failure", False))
-        with self._acks_lock:
-            self._acks.append((mid, failed, str(reason) if failed else ""))
-            if self._acks_scheduled:
-                return
-            self._acks_scheduled = True
-        self._loop.call_soon_threadsafe(self._settle)
+        self._acks.append((mid, failed, str(reason) if failed else ""))
+        if len(self._acks) == 1:
+            self._loop.call_soon(self._settle)
 
     def _settle(self) -> None:
-        with self._acks_lock:
-            acks, self._acks = self._acks, []
-            self._acks_scheduled = False
+        acks, self._acks = self._acks, []
         done: list[int] = []
         for mid, failed, reason in acks:
             row_id = self._inflight.pop(mid, None)
