@@ -36,8 +36,11 @@ class FieldMap(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: Annotated[str, Field(description="dotted path, list items as [n]: ENERGY.Power")]
+    # The vocabulary quantity the value is sent as, in that quantity's unit.
     quantity: str
+    # The value sent is raw x scale + offset: e.g. scale 0.001 for a power in W to kW.
     scale: float = 1.0
+    # Added after scaling (raw x scale + offset).
     offset: float = 0.0
 
     @field_validator("path")
@@ -56,10 +59,19 @@ class FieldMap(BaseModel):
 
 
 class TimestampMap(BaseModel):
-    """Where the time of the reading is in the payload."""
+    """Where the time of the reading is in the payload.
+
+    Each reading needs a time of its own: InfluxDB keeps one point per device and time, so
+    ingest dead-letters a reading at the time of the one before it with other values (a device
+    that reports more than once a second needs `epoch_ms`, or no timestamp: then the time it is
+    received is used). A message with the time and values of the device's last reading (the
+    broker's retained copy after a reconnect) is that reading again, and is not passed on.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Where the time is: a dotted path as in fields; a payload without it does not fit
+    # (counted and logged).
     path: str
     # iso: ISO 8601; a time without a zone is in the site's time zone (Tasmota's "Time")
     format: Literal["epoch_s", "epoch_ms", "iso"]
@@ -70,9 +82,14 @@ class MqttDeviceConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The device's id in topics and the database; rules.meters refers to it.
     id: Ident
+    # The exact topic (no wildcards) it publishes its JSON on; subscribed at QoS 1.
     topic: Annotated[str, Field(min_length=1)]
+    # The payload's values, each mapped to a quantity; one a payload lacks is left out of its
+    # Sample.
     fields: Annotated[list[FieldMap], Field(min_length=1)]
+    # Where the payload states the reading's time; unset: the time it is received.
     timestamp: TimestampMap | None = None
     # no message for this long: the device is reported offline
     offline_after_s: Annotated[float, Field(gt=0)] = 300.0
@@ -100,7 +117,9 @@ class MqttSourceConfig(BaseModel):
 
     # default: the site's broker
     broker: BrokerConfig | None = None
+    # The agent's MQTT client id on that broker; unset: lingtan-edge-{site}-{agent_id}-devices.
     client_id: Ident | None = None
+    # The devices whose JSON this agent reads from that broker.
     devices: list[MqttDeviceConfig] = Field(default_factory=list)
 
 
@@ -175,7 +194,10 @@ def _timestamp(raw: Any, spec: TimestampMap, tz: str) -> int:
     else:
         if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
             raise PayloadError(f"{where}={raw!r}: not an epoch time")
-        ts = int(raw * 1000) if spec.format == "epoch_s" else int(raw)
+        scaled = raw * 1000 if spec.format == "epoch_s" else raw
+        if not math.isfinite(scaled):  # a float so large that in milliseconds it is infinite
+            raise PayloadError(f"{where}={raw!r}: not a time after 1970 in epoch {spec.format}")
+        ts = int(scaled)
     if not 0 <= ts < _MAX_TS_MS:
         # checked here, where it is counted against the device: a Sample refuses it later,
         # inside the event loop, where the reading was lost with only a traceback to show
@@ -209,6 +231,10 @@ class MqttDeviceListener:
         self.client = make_client(broker, client_id, persistent=False)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        # (ts, values) of each device's last reading: the retained message the broker resends
+        # on every reconnect, or a device's repeated publish, is that reading, not a new one
+        self._last: dict[str, tuple[int, dict[str, float]]] = {}
+        self.repeats = 0  # readings not passed on for that
 
     def start(self) -> None:
         """Connect in the background."""
@@ -237,4 +263,8 @@ class MqttDeviceListener:
             reason = str(exc)
             self.dispatch(lambda: self.on_error(device, reason))
             return
+        if device.timestamp is not None and self._last.get(device.id) == (ts, values):
+            self.repeats += 1  # its own time and values again: the reading already taken
+            return
+        self._last[device.id] = (ts, values)
         self.dispatch(lambda: self.on_reading(device, ts, values))

@@ -12,10 +12,11 @@ from pydantic import ValidationError
 
 from collectors.agent import EdgeAgent
 from collectors.config import EdgeConfig
-from collectors.mqtt_devices import MqttDeviceConfig, PayloadError, extract
+from collectors.mqtt_devices import MqttDeviceConfig, MqttDeviceListener, PayloadError, extract
 from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.sample import decode
 from tests.mqtt_helpers import collect, publish
+from tests.servers import wait_until
 
 # A Shelly Plus 1PM's status/switch:0 message (Gen2 API: apower in W, aenergy.total in Wh).
 SHELLY = {"id": 0, "source": "timer", "output": True, "apower": 8.9, "voltage": 237.5,
@@ -96,6 +97,62 @@ def test_device_ids_are_unique_across_modbus_and_mqtt() -> None:
     with pytest.raises(ValidationError, match=r"mqtt.devices\[0\]: device id 'e1' is the agent"):
         EdgeConfig.model_validate({"agent_id": "e1", "mqtt": {"devices": [
             {**SHELLY_MAP.model_dump(), "id": "e1"}]}})
+
+
+
+def test_two_mqtt_devices_cannot_share_a_topic() -> None:
+    with pytest.raises(ValidationError, match=(
+            rf"mqtt.devices\[1\] \(plug-2\): topic '{SHELLY_MAP.topic}' is also plug-1's")):
+        EdgeConfig.model_validate({"mqtt": {"devices": [
+            {**SHELLY_MAP.model_dump(), "id": "plug-1"},
+            {**SHELLY_MAP.model_dump(), "id": "plug-2"}]}})
+
+
+def test_devices_on_one_line_or_gateway_share_its_settings() -> None:
+    def rtu(dev_id: str, unit: int, **line: object) -> dict[str, object]:
+        return {"id": dev_id, "profile": "eastron-sdm630", "unit_id": unit,
+                "transport": {"type": "serial", "device": "/dev/ttyUSB0", **line}}
+
+    ok = EdgeConfig.model_validate({"devices": [
+        rtu("m1", 1, baudrate=19200), rtu("m2", 2, baudrate=19200),
+        {**rtu("m3", 1), "transport": {"type": "serial", "device": "/dev/ttyUSB1"}}]})
+    assert len(ok.devices) == 3  # another line may have other settings
+    with pytest.raises(ValidationError, match=(
+            r"devices\[1\] \(m2\): serial line /dev/ttyUSB0 is shared with m1, but baudrate "
+            r"9600 where m1 has 19200, parity E where m1 has N: the devices on one connection")):
+        EdgeConfig.model_validate({"devices": [rtu("m1", 1, baudrate=19200),
+                                               rtu("m2", 2, parity="E")]})
+    gateway = {"type": "rtu-over-tcp", "host": "10.0.0.9", "port": 4196}
+    with pytest.raises(ValidationError, match=(
+            r"devices\[1\] \(m2\): rtu-over-tcp://10.0.0.9:4196 is shared with m1, but "
+            r"timeout_s 5.0 where m1 has 2.0")):
+        EdgeConfig.model_validate({"devices": [
+            {"id": "m1", "profile": "eastron-sdm630", "transport": gateway},
+            {"id": "m2", "profile": "eastron-sdm630", "unit_id": 2, "transport": gateway,
+             "timeout_s": 5}]})
+
+
+@pytest.mark.integration
+def test_a_reading_sent_again_is_not_a_new_reading(broker: BrokerConfig) -> None:
+    # the broker resends a device's retained message on every reconnect, and some devices
+    # repeat a publish: the same time and values are the reading already taken
+    got: list[tuple[int, dict[str, float]]] = []
+    listener = MqttDeviceListener(
+        broker, "t-devices", [SHELLY_MAP], tz="Asia/Shanghai", dispatch=lambda f: f(),
+        on_reading=lambda _d, ts, v: got.append((ts, v)), on_error=lambda _d, r: None)
+    publish(broker, [(SHELLY_MAP.topic, orjson.dumps(SHELLY))], retain=True)
+    listener.start()
+    try:
+        wait_until(lambda: len(got) == 1, 10, "the retained reading")
+        listener.client.reconnect()  # as after a network blip: the retained copy again
+        wait_until(lambda: listener.repeats == 1, 10, "the retained copy after reconnecting")
+        publish(broker, [(SHELLY_MAP.topic, orjson.dumps(SHELLY)),
+                         (SHELLY_MAP.topic, orjson.dumps({**SHELLY, "apower": 20.0}))])
+        wait_until(lambda: len(got) == 2, 10, "the new reading")
+    finally:
+        listener.stop()
+    assert listener.repeats == 2
+    assert [v["active_power_kw"] for _, v in got] == [0.0089, 0.02]
 
 
 @pytest.mark.integration
