@@ -82,12 +82,14 @@ def _publish(port: int, messages: int, devices: int, values: int, rate: float) -
     c.connect("127.0.0.1", port)
     c.loop_start()
     seqs = [0] * devices
+    last_ts = [0] * devices  # a device's reads a millisecond apart at least, as a meter's are
     infos = []
     start = time.monotonic()
     for n in range(messages):
         d = n % devices
-        infos.append(c.publish(TOPIC.format(device=f"d{d}"),
-                               _payload(d, seqs[d], time.time_ns() // 1_000_000, names), qos=1))
+        ts = last_ts[d] = max(time.time_ns() // 1_000_000, last_ts[d] + 1)
+        infos.append(c.publish(TOPIC.format(device=f"d{d}"), _payload(d, seqs[d], ts, names),
+                               qos=1))
         seqs[d] += 1
         if rate:
             time.sleep(max(0.0, start + (n + 1) / rate - time.monotonic()))

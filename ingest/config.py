@@ -42,6 +42,8 @@ class InfluxConfig(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     # One write request holds at most this many lines and bytes (a 413 still splits it).
     lines_per_request: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    # The bytes limit, counted as characters of line protocol with newlines (a longer line is
+    # sent alone).
     bytes_per_request: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
 
     _check_secrets = model_validator(mode="before")(reject_inline_secrets)
@@ -77,6 +79,7 @@ class IngestConfig(BaseModel):
     dedupe_ranges: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     # A batch closes at this many messages or this long after its first message.
     batch_messages: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    # The longest a batch waits for more messages after its first one.
     batch_wait_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     # Messages unacknowledged at once (MQTT 5 Receive Maximum: the broker sends no more until
     # ingest acknowledges): the bound on ingest's memory while a sink is down.
@@ -92,8 +95,11 @@ class IngestConfig(BaseModel):
     # Self-metrics: a Prometheus endpoint (off unless a port is given) and Samples every
     # health_interval_s as device `device_name` (default ingest-{client_id}).
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # The address the Prometheus endpoint listens on (0.0.0.0: every interface).
     metrics_host: str = "127.0.0.1"
+    # Seconds between ingest's own health Samples (none sent while the broker is away).
     health_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    # The device id ingest's own Samples carry; unset: ingest-{client_id}, cut to 64.
     device_name: Ident | None = None
 
     @property

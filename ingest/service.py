@@ -2,7 +2,9 @@
 
 One batch at a time:
   1. validate every message (a bad one is dead-lettered with the reason, whole);
-  2. drop Samples the dedupe window has seen (counted);
+  2. drop Samples the dedupe window has seen (counted); with InfluxDB, dead-letter a device's
+     Sample that gives a quantity another value than the Sample before it at the same ts
+     (InfluxDB keeps one point per series and time: it would overwrite that value);
   3. write the rest to InfluxDB, then to the embedded store, retrying while a sink is down
      (nothing is acknowledged meanwhile, and the broker sends no more than max_pending);
   4. mark them seen, durably;
@@ -53,6 +55,17 @@ class _DeadLetter:
     topic: str
     reason: str
     payload: bytes
+
+
+_Series = tuple[str, str, str]  # site, device, quality: a meter series in InfluxDB
+
+
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """What InfluxDB holds of a series at its latest ts: the Samples written at it."""
+
+    ts: int
+    samples: tuple[Sample, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +124,10 @@ class IngestService:
         self.stats = IngestStats()
         self.metrics = IngestMetrics()
         self._vocab = vocabulary()
+        # The latest point written per meter series (site, device, quality), to keep InfluxDB
+        # from overwriting a value with the next Sample's; in memory: a clash with the last
+        # Sample before a restart is not seen. The embedded store keeps both (its key has seq).
+        self._last_point: dict[_Series, _Point] = {}
 
     # -- running ------------------------------------------------------------------------------
 
@@ -159,6 +176,7 @@ class IngestService:
         origin: list[str] = []
         letters: list[_DeadLetter] = []
         in_batch: set[tuple[str, str, int]] = set()
+        points: dict[_Series, _Point] = {}  # this batch's, over _last_point
         duplicates = 0
         for m in batch:
             try:
@@ -181,6 +199,10 @@ class IngestService:
                 seen = window.check((s.site, s.device), s.seq)
                 if seen is Seen.NEW and key not in in_batch:
                     in_batch.add(key)
+                    clash = None if is_derived else self._overwrite(s, points)
+                    if clash is not None:
+                        letters.append(_DeadLetter(s.site, m.topic, clash, encode(s)))
+                        continue
                     fresh.append(s)
                     derived.append(is_derived)
                     origin.append(m.topic)
@@ -196,12 +218,15 @@ class IngestService:
                     )
                 else:
                     duplicates += 1
+                    if not is_derived:  # stored before (a crash, a restart): at its ts again
+                        self._overwrite(s, points, check=False)
         refused = self._write_until_durable(fresh, derived, stop)
         if refused is None:
             return  # stopping with the sink down: nothing acknowledged, the broker redelivers
         for i, reason in refused.items():
             letters.append(_DeadLetter(fresh[i].site, origin[i], reason, encode(fresh[i])))
         stored = [s for i, s in enumerate(fresh) if i not in refused]
+        self._remember(points, {fresh[i].key for i in refused})
         for s in stored:
             window.add((s.site, s.device), s.seq)
         self.state.commit_window()
@@ -214,6 +239,52 @@ class IngestService:
             return
         self.consumer.ack(batch)
         self._account(batch, stored, duplicates, letters, started)
+
+    def _overwrite(
+        self, s: Sample, points: dict[_Series, _Point], *, check: bool = True
+    ) -> str | None:
+        """Why a new meter Sample would overwrite a value in InfluxDB, if it would.
+
+        Samples of a device at one ts are one point there: with other quantities, or the same
+        values, they add to it (the edge's poll figures of a device come at the tick its read
+        may also be at); with another value of a quantity they would replace it. `points`
+        holds this batch's points (over the stored ones); `s` is added to it unless refused.
+        A derived Sample is never asked: a revision replaces its interval's figures on purpose.
+        """
+        if self.influx is None:  # the embedded store keeps every Sample
+            return None
+        series = (s.site, s.device, s.quality.value)
+        prev = points.get(series) or self._last_point.get(series)
+        if prev is None or prev.ts != s.ts:
+            points[series] = _Point(s.ts, (s,))
+            return None
+        if check:
+            for p in prev.samples:
+                differ = [
+                    f"{q} {v!r} where seq {p.seq} has {p.values[q]!r}"
+                    for q, v in s.values.items()
+                    if q in p.values and p.values[q] != v
+                ]
+                if differ:
+                    return (
+                        f"overwrite: seq {s.seq} of {s.site}/{s.device} at ts {s.ts} has "
+                        f"{', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}; the "
+                        "database keeps one point per device and time"
+                    )
+        points[series] = _Point(s.ts, (*prev.samples, s))
+        return None
+
+    def _remember(self, points: dict[_Series, _Point], refused: set[tuple[str, str, int]]) -> None:
+        """Keep the batch's points, without Samples the database refused."""
+        if refused:
+            for series, pt in list(points.items()):
+                kept = tuple(p for p in pt.samples if p.key not in refused)
+                if len(kept) < len(pt.samples):
+                    if kept:
+                        points[series] = _Point(pt.ts, kept)
+                    else:
+                        del points[series]
+        self._last_point.update(points)
 
     def _write_until_durable(
         self, fresh: list[Sample], derived: list[bool], stop: threading.Event

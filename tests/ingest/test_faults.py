@@ -57,6 +57,7 @@ class Stream:
         self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.client.loop_start()
         self.sent: dict[str, int] = dict.fromkeys(DEVICES, 0)
+        self.last_ts: dict[str, int] = {}
         self.infos: list[paho.MQTTMessageInfo] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stream")
@@ -71,7 +72,11 @@ class Stream:
         while not self._stop.is_set():
             device = DEVICES[n % len(DEVICES)]
             seq = self.sent[device]
-            s = Sample(site="s1", device=device, seq=seq, ts=now_ms(),
+            # each read of a device later than its last, as a meter read takes time: after a
+            # stall this thread catches up in a burst, and two Samples of a device in one
+            # millisecond would be one point in the database (ingest dead-letters the second)
+            ts = self.last_ts[device] = max(now_ms(), self.last_ts.get(device, 0) + 1)
+            s = Sample(site="s1", device=device, seq=seq, ts=ts,
                        values={"active_power_kw": float(seq)})
             self.infos.append(self.client.publish(f"lingtan/v1/s1/{device}/sample", encode(s),
                                                   qos=1))
@@ -124,7 +129,15 @@ def ingest_process(config: Path) -> AbstractContextManager[subprocess.Popen[byte
     return lingtan_process("ingest", config, config.parent / "ingest.log")
 
 
-def _assert_exactly_once(vm: VictoriaMetrics, sent: dict[str, int]) -> None:
+def _tail(log: Path, lines: int = 40) -> str:
+    """The end of a server's log, for a failure to show what the servers said."""
+    if not log.exists():
+        return ""
+    text = "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    return f"\n--- the end of {log.name}:\n{text}"
+
+
+def _assert_exactly_once(vm: VictoriaMetrics, sent: dict[str, int], tmp: Path) -> None:
     def stored() -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
         for s in vm.export('{__name__="meter_active_power_kw"}'):
@@ -141,7 +154,8 @@ def _assert_exactly_once(vm: VictoriaMetrics, sent: dict[str, int]) -> None:
                       "twice": sorted({int(v) for v in now.get(d, [])
                                        if now[d].count(v) > 1})}
                   for d, n in sent.items()}
-        raise AssertionError(f"{exc}; in the database: {detail}") from None
+        logs = "".join(_tail(tmp / name) for name in ("ingest.log", "mosquitto.log"))
+        raise AssertionError(f"{exc}; in the database: {detail}{logs}") from None
     got = stored()
     for device, n in sent.items():
         assert got[device] == [float(i) for i in range(n)], device  # none missing, none twice
@@ -164,7 +178,7 @@ def test_database_stopped_for_20_s(tmp_path: Path) -> None:
                 vm = vm_ctx.__enter__()
                 time.sleep(3)
                 total = stream.finish()
-                _assert_exactly_once(vm, stream.sent)
+                _assert_exactly_once(vm, stream.sent, tmp_path)
                 assert total > 1000
         finally:
             vm_ctx.__exit__(None, None, None)
@@ -189,7 +203,7 @@ def test_kill_9_in_the_middle_of_a_batch(tmp_path: Path) -> None:
         with ingest_process(config):
             time.sleep(2)
             stream.finish()
-            _assert_exactly_once(vm, stream.sent)
+            _assert_exactly_once(vm, stream.sent, tmp_path)
             store = SqliteStore(tmp_path / "ts.sqlite")
             wait_until(lambda: store.count_samples("s1") == sum(stream.sent.values()), 30,
                        "every Sample in the embedded store")
@@ -214,7 +228,7 @@ def test_broker_restarted(tmp_path: Path) -> None:
                 broker_ctx.__enter__()
                 time.sleep(4)
                 stream.finish()
-                _assert_exactly_once(vm, stream.sent)
+                _assert_exactly_once(vm, stream.sent, tmp_path)
         finally:
             with suppress(Exception):
                 broker_ctx.__exit__(None, None, None)

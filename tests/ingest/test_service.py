@@ -85,6 +85,71 @@ def test_nothing_is_acknowledged_while_the_database_is_down(
     assert sorted(series["values"]) == [0, 1, 2, 3, 4]  # type: ignore[arg-type]
 
 
+
+def test_a_sample_that_would_overwrite_a_value_at_the_same_ts_is_dead_lettered(
+        tmp_path: Path, broker: BrokerConfig, victoria: VictoriaMetrics) -> None:
+    # InfluxDB keeps one point per series and time: Samples of a device at one ts add to it,
+    # and one giving a quantity already there another value would replace that value
+    ts = now_ms() - 5000
+    def at(seq: int, t: int, device: str = "m1", value: float | None = None,
+           quantity: str = "active_power_kw") -> bytes:
+        return _sample(seq, device=device, ts=t,
+                       values={quantity: float(seq) if value is None else value})
+
+    def message(seq: int, t: int, value: float, held: int, held_value: float) -> str:
+        return (f"overwrite: seq {seq} of s1/m1 at ts {t} has active_power_kw {value!r} where "
+                f"seq {held} has {held_value!r}; the database keeps one point per device and "
+                "time")
+
+    svc = IngestService(SITE, broker, _cfg(tmp_path, InfluxConfig(url=victoria.url)))
+    with collect(broker, "lingtan/v1/+/deadletter") as dead, running(svc):
+        publish(broker, [("lingtan/v1/s1/m1/sample", at(0, ts)),
+                         ("lingtan/v1/s1/m1/sample", at(1, ts)),           # same batch
+                         ("lingtan/v1/s1/m1/sample", at(2, ts + 1)),
+                         ("lingtan/v1/s1/m2/sample", at(0, ts, "m2"))])    # another device
+        wait_until(lambda: svc.stats.messages == 4, 10, "the first four messages")
+        publish(broker, [
+            ("lingtan/v1/s1/m1/sample", at(3, ts + 1, quantity="poll_ok_count")),  # adds
+            ("lingtan/v1/s1/m1/sample", at(4, ts + 1, value=2.0)),  # the same value: harmless
+            ("lingtan/v1/s1/m1/sample", at(5, ts + 1)),             # a later batch
+            ("lingtan/v1/s1/m1/sample", at(0, ts))])                # a redelivery
+        wait_until(lambda: svc.stats.messages == 8, 10, "the next four")
+        wait_until(lambda: len(dead.payloads()) == 2, 10, "two dead letters")
+    letters = [orjson.loads(p) for p in dead.payloads()]
+    assert {str(d["reason"]) for d in letters} == {
+        message(1, ts, 1.0, 0, 0.0), message(5, ts + 1, 5.0, 2, 2.0)}
+    assert sorted(orjson.loads(str(d["payload"]))["seq"] for d in letters) == [1, 5]
+    assert svc.stats.duplicates == 1
+    assert svc.stats.rejected == {"overwrite": 2}
+    def stored(name: str) -> dict[str, list[float]]:
+        return {s["metric"]["device"]: sorted(s["values"])  # type: ignore[index, arg-type]
+                for s in victoria.export(f'{{__name__="{name}"}}')}
+    assert stored("meter_active_power_kw") == {"m1": [0, 2, 2], "m2": [0]}
+    assert stored("meter_poll_ok_count") == {"m1": [3]}
+    store = SqliteStore(tmp_path / "ts.sqlite")
+    # by seq: 1 and 5 in neither store
+    assert [r[1] for r in store.query("s1", "m1", "active_power_kw")] == [0, 2, 4]
+
+
+def test_after_a_restart_a_redelivered_clash_is_still_refused(
+        tmp_path: Path, broker: BrokerConfig, victoria: VictoriaMetrics) -> None:
+    # ingest stored seq 0 and died before acknowledging: the broker resends seq 0 (a duplicate
+    # now) and seq 1, which would overwrite seq 0's value at the same ts
+    ts = now_ms() - 5000
+    svc = IngestService(SITE, broker, _cfg(tmp_path, InfluxConfig(url=victoria.url)))
+    with running(svc):
+        publish(broker, [("lingtan/v1/s1/m1/sample", _sample(0, ts=ts))])
+        wait_until(lambda: svc.stats.samples_stored == 1, 10, "seq 0 stored")
+    svc2 = IngestService(SITE, broker, _cfg(tmp_path, InfluxConfig(url=victoria.url)))
+    with collect(broker, "lingtan/v1/+/deadletter") as dead, running(svc2):
+        publish(broker, [("lingtan/v1/s1/m1/sample", _sample(0, ts=ts)),
+                         ("lingtan/v1/s1/m1/sample", _sample(1, ts=ts))])
+        wait_until(lambda: len(dead.payloads()) == 1, 10, "a dead letter")
+    assert svc2.stats.duplicates == 1
+    [series] = victoria.export('{__name__="meter_active_power_kw"}')
+    assert series["values"] == [0]
+
+
 def test_while_the_database_is_down_ingest_holds_no_more_than_max_pending(
         tmp_path: Path, broker: BrokerConfig, victoria: VictoriaMetrics) -> None:
     down = InfluxConfig(url=f"http://127.0.0.1:{free_port()}", timeout_s=1)
