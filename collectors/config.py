@@ -30,6 +30,7 @@ class TcpTransport(BaseModel):
     type: Literal["tcp", "rtu-over-tcp"] = "tcp"
     # The meter's or the gateway's address.
     host: str = Field(min_length=1)
+    # The TCP port: 502 is Modbus TCP's; a serial gateway may use another (see its settings).
     port: Annotated[int, Field(ge=1, le=65535)] = 502
 
     @property
@@ -46,9 +47,13 @@ class SerialTransport(BaseModel):
     # Modbus RTU on a serial line of the edge box.
     type: Literal["serial"]
     device: str = Field(min_length=1, description="e.g. /dev/ttyUSB0")
+    # The line's speed in bit/s, as set on the devices (all on one line must agree).
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    # None, even or odd, as set on the devices.
     parity: Literal["N", "E", "O"] = "N"
+    # Stop bits per character, as set on the devices.
     stopbits: Literal[1, 2] = 1
+    # Data bits per character, as set on the devices (Modbus RTU uses 8).
     bytesize: Literal[7, 8] = 8
 
     @property
@@ -138,7 +143,47 @@ class EdgeConfig(BaseModel):
                 what = "the agent's own id" if dev_id == self.agent_id else "used twice"
                 raise ValueError(f"{where}: device id {dev_id!r} is {what}")
             seen.add(dev_id)
+        self._one_setting_per_line()
+        if self.mqtt is not None:
+            topics: dict[str, str] = {}
+            for i, m in enumerate(self.mqtt.devices):
+                if m.topic in topics:
+                    raise ValueError(
+                        f"mqtt.devices[{i}] ({m.id}): topic {m.topic!r} is also "
+                        f"{topics[m.topic]}'s: a message on it would be one device's reading"
+                    )
+                topics[m.topic] = m.id
         return self
+
+    def _one_setting_per_line(self) -> None:
+        # devices on one serial line, or behind one gateway, share one connection (and its
+        # answer timeout): the first one's settings would silently win
+        first: dict[str, DeviceConfig] = {}
+        for i, d in enumerate(self.devices):
+            f = first.setdefault(d.transport.key, d)
+            if f is d:
+                continue
+            pairs = [("timeout_s", d.timeout_s, f.timeout_s)]
+            if isinstance(d.transport, SerialTransport):
+                pairs += [
+                    (k, getattr(d.transport, k), getattr(f.transport, k))
+                    for k in ("baudrate", "parity", "stopbits", "bytesize")
+                ]
+            differ = [
+                f"{k} {mine} where {f.id} has {theirs}"
+                for k, mine, theirs in pairs
+                if mine != theirs
+            ]
+            if differ:
+                where = (
+                    f"serial line {d.transport.device}"
+                    if isinstance(d.transport, SerialTransport)
+                    else d.transport.key
+                )
+                raise ValueError(
+                    f"devices[{i}] ({d.id}): {where} is shared with {f.id}, but "
+                    f"{', '.join(differ)}: the devices on one connection share its settings"
+                )
 
     def device(self, device_id: str) -> DeviceConfig:
         """The device with this id, or a ValueError listing the known ones."""

@@ -42,7 +42,18 @@ _IDENT = typing.get_args(Ident)[1].metadata[0].pattern  # site, device and other
 
 
 def _comments(cls: type[BaseModel]) -> dict[str, str]:
-    """{field: the comment lines right above it} from the class's source."""
+    """{field: the comment lines right above it} from the source of the class and its bases.
+
+    A field a base class declares (every alert rule's `for`, `repeat`...) keeps its comment.
+    """
+    out: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        if isinstance(base, type) and issubclass(base, BaseModel) and base is not BaseModel:
+            out.update(_own_comments(base))
+    return out
+
+
+def _own_comments(cls: type[BaseModel]) -> dict[str, str]:
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):

@@ -83,12 +83,18 @@ class VolumeCorrection(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The gas temperature in degC, read from the counter's Sample. A Sample without it (or
+    # the pressure) keeps the last correction; none yet: counted uncorrected, flagged estimated.
     temperature_quantity: str = "temperature_c"
+    # The gas pressure in kPa, absolute or gauge (below), read from the counter's Sample.
     pressure_quantity: str = "pressure_kpa"
     # gauge: the meter reports pressure above the atmosphere, added to `atmospheric_kpa`
     pressure: Literal["absolute", "gauge"] = "absolute"
+    # The atmospheric pressure at the meter, in kPa; used only with `pressure: gauge`.
     atmospheric_kpa: Annotated[float, Field(gt=50, lt=120)] = 101.325
+    # The standard temperature the volume is corrected to, in degC: the calorific value's.
     standard_temperature_c: Annotated[float, Field(ge=-10, le=30)] = 0.0
+    # The standard pressure the volume is corrected to, in kPa: the calorific value's.
     standard_pressure_kpa: Annotated[float, Field(gt=50, lt=120)] = 101.325
 
 
@@ -114,8 +120,9 @@ class MeterConfig(BaseModel):
     gap_s: Annotated[float, Field(gt=0)] = 900.0
     # Generation only: whether it is renewable (PV, wind) for the renewable share.
     renewable: bool | None = None
-    # Sub-meters and IT load: where in the plant (for the breakdown).
+    # Sub-meters: the plant area, for the breakdown by area; unset: in no area's figure.
     area: str | None = None
+    # Sub-meters: the production line, for the breakdown by line; unset: in no line's figure.
     line: str | None = None
     # IT load and data-centre intake: which data-centre zone (PUE = intake / IT, per zone).
     zone: Ident | None = None
@@ -204,11 +211,17 @@ class RefrigerantTopUp(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The entry's id, unique among top-ups: its ledger row is replaced when the entry changes and
+    # taken out when the entry is removed.
     id: Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
+    # The day of the top-up (site time): booked in Scope 1 on that day's first 15 minutes.
     date: date
     gas: Annotated[str, Field(min_length=2)]  # as named in the GWP factors: R-410A, R-134a, SF6
+    # Refrigerant added, in kg, taken as leaked: kg x the gas's GWP (rules.gwp_set) = kg CO2e.
     kg: Annotated[float, Field(gt=0)]
+    # The equipment topped up: free text for the record, not used in the figures.
     equipment: str = ""
+    # Free text for the record, not used in the figures.
     note: str = ""
 
 
@@ -225,11 +238,18 @@ class VirtualMeter(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Its id in the breakdown, unique among the meters and virtual meters.
     id: Ident
+    # Device ids of submeter, it_load and dc_facility meters in rules.meters, joined by + and -.
     formula: Annotated[str, Field(min_length=1, max_length=2000)]
+    # Shown as a meter of this role: a sub-meter (by area and line), or a zone's IT load or
+    # intake (PUE).
     role: Literal["submeter", "it_load", "dc_facility"] = "submeter"
+    # Role submeter: the plant area, for the breakdown by area; unset: in no area's figure.
     area: str | None = None
+    # Role submeter: the production line, for the breakdown by line; unset: in no line's figure.
     line: str | None = None
+    # Roles it_load and dc_facility (and only they): the data-centre zone whose PUE it counts in.
     zone: Ident | None = None
 
     @property
@@ -253,6 +273,11 @@ class VirtualMeter(BaseModel):
     def _parse(self) -> VirtualMeter:
         if not self.terms:
             raise ValueError(f"virtual meter {self.id!r}: empty formula")
+        if (self.role in ("it_load", "dc_facility")) != (self.zone is not None):
+            raise ValueError(
+                f"virtual meter {self.id!r}: `zone` is required for it_load and dc_facility, "
+                "and only for them (a sub-meter with a zone would count as that zone's intake)"
+            )
         return self
 
 
@@ -274,7 +299,10 @@ class RulesConfig(BaseModel):
     # How often the running figure of the open 15-minute interval is republished.
     # 0.5 s with batches closed after 0.2 s: a reading shows in the live figure within a second.
     derived_every_s: Annotated[float, Field(ge=0.1, le=900)] = 0.5
+    # A batch (booked in one ledger transaction, then acknowledged) closes at this many
+    # messages, or batch_wait_s after its first message.
     batch_messages: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # A batch closes this long after its first message, or at batch_messages.
     batch_wait_s: Annotated[float, Field(gt=0, le=60)] = 0.2
     # The month the fiscal year starts in (4 = April); fiscal years are named for the year they
     # end in (rules/periods.py).

@@ -55,21 +55,31 @@ class Certificate(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The instrument's id in the report, unique among the site's certificates and PPAs.
     id: _Id
+    # The scheme that issued it; for the record: every scheme is allocated alike.
     scheme: Scheme
+    # The volume retired, in MWh: the grid import it can cover, each MWh used once.
     volume_mwh: Annotated[float, Field(gt=0)]
     technology: Annotated[str, Field(min_length=2)]  # solar, wind, hydro...
+    # false: non-renewable generation; it still covers grid import at its emission rate, but
+    # counts for neither the renewable share nor CFE.
     renewable: bool = True
     # The generator's emission rate as the certificate states it (0 for wind and solar).
     emission_rate_kgco2e_per_kwh: Annotated[float, Field(ge=0)] = 0.0
+    # The year the energy was generated, as the certificate states it (within the period below).
     vintage: Annotated[int, Field(ge=2000, le=2100)]
+    # The first day of the generation period; the fiscal year holding it is the default claim
+    # window (covers_from, covers_to).
     generation_from: date
+    # The last day of the generation period; checked against vintage, not used in allocation.
     generation_to: date
     # A granular (hourly) certificate: the hour its energy was generated, in UTC.
     hour: datetime | None = None
     # The consumption it is claimed against, in site dates (inclusive); by default the fiscal
     # year that holds the generation period's start.
     covers_from: date | None = None
+    # The claim window's last day (inclusive); give both covers_from and covers_to, or neither.
     covers_to: date | None = None
     registry_ref: str = ""  # serial range or retirement id, for the auditor
 
@@ -98,9 +108,13 @@ class PPA(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The instrument's id in the report, unique among the site's certificates and PPAs.
     id: _Id
-    technology: Annotated[str, Field(min_length=2)]
+    technology: Annotated[str, Field(min_length=2)]  # solar, wind, hydro...
+    # false: non-renewable supply; it still covers grid import at its emission rate, but counts
+    # for neither the renewable share nor CFE.
     renewable: bool = True
+    # The contracted generation's emission rate, in kg CO2e per kWh (0 for wind and solar).
     emission_rate_kgco2e_per_kwh: Annotated[float, Field(ge=0)] = 0.0
     # hourly delivery from a meter with role ppa_delivery...
     meter: str | None = None
@@ -125,7 +139,10 @@ class SupplierFactor(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     factor: _FactorId  # a supplier_electricity factor (in a site factor file)
+    # The first site date the rate applies to (inclusive).
     valid_from: date
+    # The last site date it applies to (inclusive); unset: open-ended. Where periods overlap,
+    # the first one listed applies.
     valid_to: date | None = None
 
 
@@ -134,8 +151,12 @@ class Instruments(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Energy attribute certificates retired for the site (GEC, I-REC, REC, GO...).
     certificates: list[Certificate] = Field(default_factory=list)
+    # Power purchase agreements, their delivery metered per hour or stated per month.
     ppas: list[PPA] = Field(default_factory=list)
+    # Supplier-specific rates by period, for grid import no certificate or PPA covers; on a day
+    # none applies to: the residual mix (else the grid average, disclosed).
     supplier: list[SupplierFactor] = Field(default_factory=list)
     # Pin the residual mix by id; by default the library's for the site's region and date.
     residual_mix_factor: _FactorId | None = None

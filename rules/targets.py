@@ -21,11 +21,16 @@ class TargetConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The base year the reduction is measured from: a fiscal year, named for the year it ends in.
     baseline_year: Annotated[int, Field(ge=1990, le=2100)]
+    # The base year's emissions of the scopes below, in tCO2e: where the trajectory starts.
     baseline_tco2e: Annotated[float, Field(gt=0)]
+    # The fiscal year by which the full reduction is due; the trajectory stays flat after it.
     target_year: Annotated[int, Field(ge=1990, le=2100)]
     # e.g. 0.42 for a 42 % cut (SBTi's 1.5 °C near-term minimum for scopes 1 and 2)
     reduction: Annotated[float, Field(gt=0, le=1)]
+    # The emissions summed against the target: Scope 2 includes purchased heat, steam and
+    # cooling; list one Scope 2 method, as both would count Scope 2 twice.
     scopes: list[Annotated[str, Field(pattern=r"^(scope1|scope2_location|scope2_market)$")]] = [
         "scope1",
         "scope2_market",
@@ -36,6 +41,15 @@ class TargetConfig(BaseModel):
         if self.target_year <= self.baseline_year:
             raise ValueError(
                 f"target_year {self.target_year} must be after baseline_year {self.baseline_year}"
+            )
+        if not self.scopes:
+            raise ValueError("scopes: name at least one of scope1, scope2_location, scope2_market")
+        if len(set(self.scopes)) != len(self.scopes):
+            raise ValueError(f"scopes {self.scopes}: each at most once (twice counts it twice)")
+        if {"scope2_location", "scope2_market"} <= set(self.scopes):
+            raise ValueError(
+                "scopes: scope2_location and scope2_market are two measures of the same Scope 2; "
+                "a target covers one of them (both would count Scope 2 twice)"
             )
         return self
 

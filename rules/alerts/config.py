@@ -66,17 +66,22 @@ class _Rule(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The rule's name: in its alerts and messages ($rule) and what matchers' `rule` matches.
+    # Unique; a rule of your own with a default's name replaces that default.
     name: Name
+    # How urgent its alerts are: routes pick channels by it, messages show it ($severity).
     severity: Severity = Severity.WARNING
     # The condition must hold this long (by the engine's clock) before the alert fires.
     for_s: Duration = Field(default=0.0, alias="for")
     # Send the firing message again this often while it fires; unset: the section's `repeat`.
     repeat_s: Duration | None = Field(default=None, alias="repeat")
+    # Free text for templates that use $description (the default templates do not).
     description: str = ""
     # Grafana panel the message links to (its id on the site dashboard).
     panel: int | str | None = None
     # Extra labels carried by every alert of this rule (team, area...).
     labels: dict[Name, str] = Field(default_factory=dict)
+    # false: the rule is not evaluated, and its firing alerts are resolved.
     enabled: bool = True
 
 
@@ -87,17 +92,27 @@ FigureName = Literal["site_power_kw", "renewable_share", "estimated_share"]
 class ThresholdRule(_Rule):
     """A device reading or an accounting figure above (or below) a limit, with hysteresis.
 
-    `above: X` fires when the value goes over X and clears when it falls under `clear_below`
-    (default X); `below: X` fires under X and clears over `clear_above` (default X).
+    `above: X` fires when the value goes over X and clears when it is back at or under
+    `clear_below` (default X); `below: X` fires under X and clears at or over `clear_above`
+    (default X).
     """
 
+    # Which kind of rule this is, and so which of the keys below it takes.
     kind: Literal["threshold"]
+    # The device whose reading is watched, or "*": each device that has reported `quantity`
+    # (one alert per device). Goes with `quantity`.
     device: DeviceSel | None = None
+    # The quantity whose latest reading is compared, in that quantity's unit.
     quantity: Name | None = None
+    # A site figure to watch instead of a reading: site power (kW) or a share (0-1).
     figure: FigureName | None = None
+    # Fire when the value goes over this; give this or `below`.
     above: float | None = None
+    # With `above`: a firing alert clears once the value is at or under this (default `above`).
     clear_below: float | None = None
+    # Fire when the value goes under this; give this or `above`.
     below: float | None = None
+    # With `below`: a firing alert clears once the value is at or over this (default `below`).
     clear_above: float | None = None
 
     @model_validator(mode="after")
@@ -130,9 +145,15 @@ class ThresholdRule(_Rule):
 class AbsenceRule(_Rule):
     """A device (any reading) or one of its quantities not heard from for longer than `after`."""
 
+    # Which kind of rule this is, and so which of the keys below it takes.
     kind: Literal["absence"]
+    # The device watched, or "*": each meter under `rules.meters` (if none, each device heard
+    # from). A device that never reported counts as silent from the first evaluation.
     device: DeviceSel = "*"
+    # Watch only this quantity's readings; unset: any reading from the device (the edge
+    # agent's figures about its polls of the device do not count).
     quantity: Name | None = None
+    # Fire when nothing was heard for longer than this; the next reading clears it.
     after_s: Annotated[Duration, Field(gt=0)] = Field(alias="after")
 
 
@@ -141,12 +162,17 @@ class BudgetRule(_Rule):
 
     `to_date`: the fiscal year's emissions so far above the trajectory's budget to date;
     `forecast`: the year at its pace so far above the year's allowance. `margin` is a share
-    (0.05: fire 5 % over); it clears under `clear_margin` (default `margin`).
+    (0.05: fire 5 % over); it clears at or under `clear_margin` (default `margin`).
     """
 
+    # Which kind of rule this is, and so which of the keys below it takes.
     kind: Literal["budget"]
+    # What is compared (see above); both need `rules.target`, without it the rule stays quiet.
     measure: Literal["to_date", "forecast"] = "to_date"
+    # Fire when emissions are over the budget (or allowance) by more than this share of it.
     margin: Annotated[float, Field(ge=0, le=10)] = 0.0
+    # A firing alert clears once emissions are back at or under the budget plus this share
+    # (default `margin`).
     clear_margin: Annotated[float, Field(ge=0, le=10)] | None = None
 
     @model_validator(mode="after")
@@ -161,12 +187,16 @@ class BudgetRule(_Rule):
 class DemandRule(_Rule):
     """Site power above a share of the contracted maximum demand (kW).
 
-    `contracted_kw` unset: the snapshot's, else the section's `contracted_demand_kw`.
+    `contracted_kw` unset: the section's `contracted_demand_kw` (a rule with neither is refused).
     """
 
+    # Which kind of rule this is, and so which of the keys below it takes.
     kind: Literal["demand"]
+    # Fire when site power goes over this share of the contracted demand (0.9: 90 %).
     share: Annotated[float, Field(gt=0, le=2)] = 0.9
+    # A firing alert clears once site power is at or under this share (default `share`).
     clear_share: Annotated[float, Field(gt=0, le=2)] | None = None
+    # The contracted maximum demand, kW; unset: the section's `contracted_demand_kw`.
     contracted_kw: Annotated[float, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
@@ -182,9 +212,13 @@ class BalanceRule(_Rule):
     Below `min_site_kwh` of site energy the share means nothing and the rule stays quiet.
     """
 
+    # Which kind of rule this is, and so which of the keys below it takes.
     kind: Literal["balance"]
+    # Fire when the mismatch is over this share of the site's energy (0.05: 5 %).
     tolerance: Annotated[float, Field(gt=0, le=1)] = 0.05
+    # A firing alert clears once the mismatch is at or under this share (default `tolerance`).
     clear_tolerance: Annotated[float, Field(gt=0, le=1)] | None = None
+    # Site energy so far today (kWh) under which the rule neither fires nor clears.
     min_site_kwh: Annotated[float, Field(ge=0)] = 1.0
 
     @model_validator(mode="after")
@@ -200,13 +234,20 @@ class BalanceRule(_Rule):
 class DataQualityRule(_Rule):
     """Counter resets, spikes, gaps or rollovers (a count per device), or the estimated share.
 
-    Fires when the measure goes over `above`, clears under `clear_below` (default `above`).
+    Fires when the measure goes over `above`, clears at or under `clear_below` (default
+    `above`): a count that is back to 0 (the next day) clears an alert fired at its first event.
     """
 
+    # Which kind of rule this is, and so which of the keys below it takes.
     kind: Literal["data_quality"]
+    # A kind of event, counted per device since site-local midnight, or the site's share of
+    # today's energy that is estimated (0-1).
     measure: Literal["reset", "spike", "gap", "rollover", "estimated_share"]
+    # Fire when the count (or share) goes over this; 0: at the first event.
     above: Annotated[float, Field(ge=0)] = 0.0
+    # A firing alert clears once the count (or share) is at or under this (default `above`).
     clear_below: Annotated[float, Field(ge=0)] | None = None
+    # The device watched, or "*": each device expected, heard from or with events.
     device: DeviceSel = "*"
 
     @model_validator(mode="after")
@@ -264,10 +305,13 @@ class Weekly(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The days the window starts on.
     days: Annotated[
         list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]], Field(min_length=1)
     ]
+    # Start of the window on each of `days`, site-local, in quotes ("22:00").
     start: time = Field(alias="from")
+    # End of the window (not included); earlier than `from`: on the next day.
     end: time = Field(alias="to")
 
     @field_validator("start", "end", mode="before")
@@ -299,14 +343,20 @@ class Matchers(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # `rule`, `severity`, `site` or a label, each to an exact value or a shell-style pattern
+    # (`grid-*`); every key must match.
     match: dict[Name, str] = Field(default_factory=dict)
 
 
 class Silence(Matchers):
     """Quiet matching alerts from `from` to `to` (site-local unless an offset is written)."""
 
+    # When the silence starts: a date and time, site-local unless written with an offset.
     start: datetime = Field(alias="from")
+    # When it ends (not included); an alert still firing then is messaged.
     end: datetime = Field(alias="to")
+    # Why: shown with the alerts it holds back ("held by" in `lingtan alerts list`, the
+    # events' `muted_by`).
     comment: str = ""
 
     @model_validator(mode="after")
@@ -321,9 +371,13 @@ class Silence(Matchers):
 class Maintenance(Matchers):
     """A planned stop: weekly, or once between two dates (site-local). Nobody is paged in it."""
 
+    # The window's name, unique: shown with the held alerts ("maintenance NAME").
     name: Name
+    # A window every week; or give `from` and `to` instead for one dated window.
     weekly: Weekly | None = None
+    # Start of a dated window: a date and time, site-local unless written with an offset.
     start: datetime | None = Field(default=None, alias="from")
+    # End of a dated window (not included); an alert still firing then is messaged.
     end: datetime | None = Field(default=None, alias="to")
 
     @model_validator(mode="after")
@@ -363,7 +417,11 @@ class Channel(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The environment variable that holds the channel's apprise URL, read at start; or give
+    # `url_file`.
     url_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    # The file that holds the apprise URL, read at start (relative to the config's folder);
+    # or give `url_env`.
     url_file: Path | None = None
     # One attempt's limit (connect and read), so a hung endpoint is given up and retried.
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
@@ -382,8 +440,12 @@ class Route(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Site ids this route is for; unset: every site.
     sites: list[Name] | None = None
+    # Severities this route is for; unset: every severity.
     severities: list[Severity] | None = None
+    # Channels (names under `channels`) the alerts go to; an alert gets every matching
+    # route's channels, and none if no route matches.
     channels: Annotated[list[Name], Field(min_length=1)]
 
 
@@ -392,8 +454,12 @@ class Retry(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Attempts per message and channel, the first included; after the last the message is
+    # given up (marked failed in the outbox).
     attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    # Wait after the first failed attempt, seconds; it doubles after each further failure.
     initial_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    # The cap on the doubling wait, seconds; every wait is then jittered by ±20 %.
     max_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
 
 
@@ -430,9 +496,13 @@ class Templates(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Title of the message when an alert fires, and of its repeats.
     firing_title: str = FIRING_TITLE
+    # Body of the message when an alert fires, and of its repeats.
     firing_body: str = FIRING_BODY
+    # Title of the message when a firing alert clears (or its rule is removed or switched off).
     resolved_title: str = RESOLVED_TITLE
+    # Body of the message when a firing alert clears (or its rule is removed or switched off).
     resolved_body: str = RESOLVED_BODY
 
     @field_validator("firing_title", "firing_body", "resolved_title", "resolved_body")
@@ -575,8 +645,19 @@ class AlertsConfig(BaseModel):
                     f"change it in one place"
                 )
             own.add(rule.name)
-            out[rule.name] = rule
+            out[rule.name] = self._with_section_settings(rule, i)
         return tuple(out.values())
+
+    def _with_section_settings(self, rule: Rule, i: int) -> Rule:
+        """A rule of the site's own, with what it takes from the section when it is unset."""
+        if isinstance(rule, DemandRule) and rule.contracted_kw is None:
+            if self.contracted_demand_kw is None:
+                raise ValueError(
+                    f"rules[{i}]: rule {rule.name!r}: a demand rule needs `contracted_kw`, "
+                    "or `contracted_demand_kw` in the alerts section"
+                )
+            return rule.model_copy(update={"contracted_kw": self.contracted_demand_kw})
+        return rule
 
     def rule(self, name: str) -> Rule | None:
         """The effective rule of that name."""

@@ -49,8 +49,12 @@ def test_every_model_and_key_of_a_site_config_is_in_it() -> None:
     # what a field is for comes from its description or the comment above it in the source
     assert ("| `counter_max` | float (> 0) or null | — | The value at which the device's counter "
             "register wraps to zero, in the quantity's unit. |") in text
-    assert "| `for` | duration (seconds, or `90s`, `15m`, `1h30m`, `2d`) (≥ 0, ≤ 31622400) |" \
-        in text
+    # ... also for a key every alert rule inherits from their base class
+    for_key = ("| `for` | duration (seconds, or `90s`, `15m`, `1h30m`, `2d`) (≥ 0, ≤ 31622400) "
+               "| `0.0` | The condition must hold this long (by the engine's clock) before the "
+               "alert fires. |")
+    for kind in ("ThresholdRule", "AbsenceRule", "DataQualityRule"):
+        assert for_key in text.split(f"## {kind}\n", 1)[1].split("\n## ", 1)[0], kind
     assert "| `id` | str (an id: letters, digits, _ . -, at most 64) | **required** |" in text
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.config import MeterConfig, Role, RulesConfig
+from rules.config import MeterConfig, Role, RulesConfig, VirtualMeter
 from rules.engine import Engine
 from rules.factors import FactorLibrary
 from rules.ledger import Ledger
@@ -183,6 +183,10 @@ def test_a_generation_meter_must_say_whether_it_is_renewable() -> None:
         MeterConfig(device="grid", role=Role.GRID_IMPORT, renewable=True)
     with pytest.raises(ValueError, match="`zone` is required"):
         MeterConfig(device="it", role=Role.IT_LOAD)
+    with pytest.raises(ValueError, match="a sub-meter with a zone would count as that zone's"):
+        VirtualMeter(id="v", formula="a - b", zone="dc1")
+    with pytest.raises(ValueError, match="`zone` is required for it_load and dc_facility"):
+        VirtualMeter(id="v", formula="a - b", role="it_load")
 
 
 def test_a_csv_export_replays_like_json_lines(tmp_path: Path) -> None:

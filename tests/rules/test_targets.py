@@ -54,3 +54,12 @@ def test_a_target_in_the_site_config_is_checked() -> None:
     with pytest.raises(ValidationError, match="scopes"):
         TargetConfig(baseline_year=2020, baseline_tco2e=1, target_year=2030, reduction=0.5,
                      scopes=["scope3"])
+    with pytest.raises(ValidationError, match="would count Scope 2 twice"):
+        TargetConfig(baseline_year=2020, baseline_tco2e=1, target_year=2030, reduction=0.5,
+                     scopes=["scope1", "scope2_location", "scope2_market"])
+    with pytest.raises(ValidationError, match=r"each at most once \(twice counts it twice\)"):
+        TargetConfig(baseline_year=2020, baseline_tco2e=1, target_year=2030, reduction=0.5,
+                     scopes=["scope1", "scope1"])
+    with pytest.raises(ValidationError, match="name at least one"):
+        TargetConfig(baseline_year=2020, baseline_tco2e=1, target_year=2030, reduction=0.5,
+                     scopes=[])

@@ -97,9 +97,16 @@ def test_an_unknown_kind_and_an_unknown_key_are_named(tmp_path: Path) -> None:
 
 
 def test_two_rules_with_one_name(tmp_path: Path) -> None:
-    rule = "    - {name: twice, kind: demand, share: 0.8}\n"
+    rule = "    - {name: twice, kind: demand, share: 0.8, contracted_kw: 900}\n"
     [p] = _problems("  rules:\n" + rule + rule, tmp_path)
     assert "rules[1]: rule 'twice': the name is used twice" in p
+
+
+def test_a_demand_rule_without_a_contracted_demand_is_refused(tmp_path: Path) -> None:
+    # it could never fire
+    [p] = _problems("  rules:\n    - {name: peak, kind: demand, share: 0.8}\n", tmp_path)
+    assert ("rules[0]: rule 'peak': a demand rule needs `contracted_kw`, or "
+            "`contracted_demand_kw` in the alerts section") in p
 
 
 def test_an_inline_url_is_refused(tmp_path: Path) -> None:
