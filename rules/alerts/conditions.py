@@ -32,7 +32,7 @@ class Check:
     labels: Labels  # sorted (name, value) pairs: with the rule's name, the alert's identity
     value: float | None  # None: the figure is missing
     threshold: float  # fires past this
-    clear_at: float  # a firing alert clears past this, back the other way
+    clear_at: float  # a firing alert clears at this or past it, back the other way
     above: bool  # fires above the threshold (else below)
     unit: str  # kW, kWh, s, tCO2e, ratio, count, or the quantity's unit
     summary: str  # what is wrong, in words
@@ -49,7 +49,8 @@ class Check:
         """The clearing condition holds (None: unknown)."""
         if self.value is None:
             return None
-        return self.value < self.clear_at if self.above else self.value > self.clear_at
+        # at the clear point counts: a count fired past 0 clears when it is back to 0
+        return self.value <= self.clear_at if self.above else self.value >= self.clear_at
 
 
 def labels_of(rule: Rule, **extra: str) -> Labels:

@@ -2,7 +2,8 @@
 
 An alert is a rule and a set of labels (its key). Its condition must hold for the rule's `for:`
 before it fires; a firing alert is messaged once, again every repeat interval, and once when it
-clears (hysteresis: it clears past its clear threshold, not at the firing one). A silence or a
+clears (hysteresis: it clears at or past its clear threshold, which may lie back from the firing
+one; at the firing one, a reading that sits on it may flap). A silence or a
 maintenance window holds its messages back; an alert that fired and cleared inside one never
 pages anyone, and one still firing when the window ends is messaged then. A resolve is sent
 exactly when the firing was. Time comes from an injected clock (epoch ms).

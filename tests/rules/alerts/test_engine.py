@@ -359,3 +359,34 @@ def test_the_message_carries_figure_threshold_site_local_time_and_link(tmp_path:
     assert (f"Grafana: https://grafana.example.com/d/lingtan-site/site?orgId=1&var-site=wuhan-fab1"
             f"&from={T0 - 3_600_000}&to={T0 + 900_000}&viewPanel=12") in body
     assert SITE.id in str(row["title"])  or "Wuhan Fab 1" in str(row["title"])
+
+
+def test_the_default_data_gap_alert_clears_when_the_day_has_no_gap(tmp_path: Path) -> None:
+    # it fires at the first gap (above 0); a new day's count of 0 is its all-clear
+    clock = Clock()
+    cfg = config(defaults={"meter_offline": False, "demand_near_limit": False,
+                           "off_trajectory": False})
+    e = engine(tmp_path, cfg, clock)
+    def gaps(n: int) -> Figures:
+        return Figures(quality=QualityFigures(events={"grid-main": {"gap": n}}),
+                       expected_devices=frozenset({"grid-main"}))
+
+    assert [ev.kind for ev in e.evaluate(gaps(1))] == ["firing"]
+    clock.advance(60)
+    assert e.evaluate(gaps(1)) == []
+    clock.advance(24 * 60)
+    [resolved] = e.evaluate(gaps(0))
+    assert (resolved.key, resolved.kind) == (
+        "data_gap{device=grid-main,measure=gap}", "resolved")
+
+
+def test_a_demand_rule_of_the_sites_own_takes_the_sections_contracted_demand(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    cfg = config(contracted_demand_kw=1000,
+                 rules=[{"name": "demand-80", "kind": "demand", "share": 0.8}])
+    e = engine(tmp_path, cfg, clock)
+    assert e.evaluate(Figures(site_power_kw=790)) == []
+    [fired] = e.evaluate(Figures(site_power_kw=810))
+    assert (fired.key, fired.kind, fired.payload["threshold"]) == (
+        "demand-80{}", "firing", 800)
