@@ -57,10 +57,6 @@ from telemetry.config import BrokerConfig, SiteInfo
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
-# History Samples sent ahead of what ingest and rules have taken: about a second of their work
-# on a quiet machine, a few on a busy one, inside the 5 seconds amqtt waits for a subscriber's
-# PUBACK (rules acknowledges a batch once it is in the ledger)
-WINDOW = 8000
 
 
 def free_port() -> int:
@@ -363,9 +359,7 @@ async def _prepare(
     def progress(done: int, _total: int) -> None:
         demo.history_sent = done
 
-    def room(sent: int) -> bool:
-        taken = min(demo.rules.samples_applied, demo.ingest.stats.samples_stored)
-        return sent - taken < WINDOW
+    ahead = history.Ahead(lambda: min(demo.rules.samples_applied, demo.ingest.stats.samples_stored))
 
     outbox = cfg.edge.state_dir / "outbox.sqlite"
     giving_up = threading.Event()
@@ -377,7 +371,7 @@ async def _prepare(
             outbox,
             cfg.broker,
             progress=progress,
-            room=room,
+            room=ahead.room,
             stop=giving_up,
         )
     except asyncio.CancelledError:
@@ -386,8 +380,7 @@ async def _prepare(
     # Live once rules has accounted for the history; alerts from then on (during the history
     # every meter would look silent for weeks until its backlog arrived)
     demo.status = "accounting for the history"
-    while demo.rules.samples_applied < demo.history_total:  # noqa: ASYNC110 - another thread
-        await asyncio.sleep(0.05)
+    await until_accounted(lambda: demo.rules.samples_applied, demo.history_total)
     result.history_s = time.monotonic() - demo.started
     demo.attach_alerts()
     clock.start()
@@ -399,6 +392,22 @@ async def _prepare(
         gateway = gas_gateway(cfg, dev, plant, clock, poll_s)
         tasks.append(asyncio.create_task(gateway, name=f"gateway-{dev.id}"))
     return tasks
+
+
+async def until_accounted(applied: Callable[[], int], total: int, stall_s: float = 60.0) -> None:
+    """Wait until rules has accounted for `total` history Samples; TimeoutError if it stalls."""
+    last, since = -1, time.monotonic()
+    while (n := applied()) < total:
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            raise TimeoutError(
+                f"rules accounted for {n} of the {total} history Samples and for no more in "
+                f"{stall_s:g} s. The embedded broker drops a message whose PUBACK takes longer "
+                "than 5 s; on a machine this busy, run the demo on Mosquitto: "
+                "lingtan demo --broker mqtt://127.0.0.1:1883"
+            )
+        await asyncio.sleep(0.05)
 
 
 async def run_demo(
@@ -453,9 +462,11 @@ async def run_demo(
     demo = Demo(cfg, state, clock, plant, meters, maps)
     demo.started = wall0
     stop_threads = threading.Event()
+    # daemons: whatever happens to this coroutine, they never keep the process alive (they
+    # acknowledge only what is on disk; cut off, the broker still holds the rest)
     threads = [
-        threading.Thread(target=demo.ingest.run, args=(stop_threads,), name="ingest"),
-        threading.Thread(target=demo.rules.run, args=(stop_threads,), name="rules"),
+        threading.Thread(target=demo.ingest.run, args=(stop_threads,), name="ingest", daemon=True),
+        threading.Thread(target=demo.rules.run, args=(stop_threads,), name="rules", daemon=True),
     ]
     for t in threads:
         t.start()
@@ -467,19 +478,22 @@ async def run_demo(
         )
     finally:
         stop.set()
-        for task in tasks:
-            if task.get_name() != "edge-agent":
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        demo.collect(result)
-        stop_threads.set()
-        for t in threads:
-            await asyncio.to_thread(t.join, 10)
-        demo.close()
-        await meters.stop()
-        if embedded is not None:
-            with contextlib.suppress(Exception):
-                await embedded.shutdown()  # type: ignore[attr-defined]
+        try:
+            # the edge agent stops on `stop`, handing its last readings to the broker first
+            for task in tasks:
+                if task.get_name() != "edge-agent":
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            demo.collect(result)
+        finally:
+            stop_threads.set()
+            for t in threads:
+                await asyncio.to_thread(t.join, 10)
+            demo.close()
+            await meters.stop()
+            if embedded is not None:
+                with contextlib.suppress(Exception):
+                    await embedded.shutdown()  # type: ignore[attr-defined]
         result.cpu_s = time.process_time() - cpu0
         result.wall_s = time.monotonic() - wall0
     return result
@@ -541,8 +555,7 @@ async def _show(  # noqa: PLR0917 - the demo's settings, passed along
             loop.remove_signal_handler(sig)
         if not preparing.done():
             preparing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await preparing
+            await asyncio.wait({preparing})  # what it raised is moot now; our own cancel is not
         elif not started and not preparing.cancelled() and preparing.exception() is None:
             tasks.extend(preparing.result())
 

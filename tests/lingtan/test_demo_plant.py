@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from lingtan.config import load
+from lingtan.demo import until_accounted
 from lingtan.demo_plant import config as demo_config
 from lingtan.demo_plant import history
 from lingtan.demo_plant.clock import SimClock
@@ -126,6 +127,36 @@ def test_history_is_what_the_meters_would_have_logged() -> None:
     assert (wrap.day, wrap.hour) == (21, 12)
     # the live meters carry on from where the history ends
     assert plant.t == end
+
+
+def test_the_history_runs_only_a_second_of_the_pipelines_work_ahead() -> None:
+    # the embedded broker drops a message whose PUBACK takes over 5 s: what is sent and not yet
+    # taken follows what the pipeline takes, so a slow machine is sent less at a time
+    now, taken = [0.0], [0]
+    ahead = history.Ahead(lambda: taken[0], clock=lambda: now[0])
+    assert ahead.room(999)  # before anything is measured: the least, 1000
+    assert not ahead.room(1000)
+    for rate in (4000, 400, 10_000):  # Samples a second: a quiet machine, a busy one, the most
+        for _ in range(40):  # 4 s of taking at `rate`, the history keeping the window full
+            now[0] += 0.1
+            taken[0] += rate // 10
+            ahead.room(taken[0])
+        want = min(8000, max(1000, int(rate * 1.0)))
+        assert ahead.limit == pytest.approx(want, rel=0.01), rate
+        assert ahead.room(taken[0] + ahead.limit - 1)
+        assert not ahead.room(taken[0] + ahead.limit)
+    now[0] += 10.0  # nothing taken for 10 s: back to the least, never to nothing
+    assert ahead.room(taken[0] + 999)
+    assert ahead.limit == 1000
+
+
+async def test_history_the_pipeline_stopped_taking_is_an_error_that_says_why() -> None:
+    # a message the embedded broker dropped never arrives: the demo says so, it does not hang
+    taken = iter([10, 20, 30])
+    with pytest.raises(TimeoutError, match=r"30 of the 40 history Samples .* no more in 0.3 s"):
+        await until_accounted(lambda: next(taken, 30), 40, stall_s=0.3)
+    seen = iter(range(0, 41, 10))
+    await until_accounted(lambda: next(seen), 40, stall_s=0.3)
 
 
 def test_the_accounts_see_the_rollover_and_the_gaps_and_nothing_else(tmp_path: Path) -> None:
