@@ -26,7 +26,13 @@ from telemetry.mqtt import make_client
 from telemetry.sample import Sample, encode
 from telemetry.timeutil import now_ms
 from tests.ingest.harness import running
-from tests.ingest.tls_broker import TlsBroker, shipped_settings, tls_broker
+from tests.ingest.tls_broker import (
+    OBSERVER,
+    OBSERVER_ACL,
+    TlsBroker,
+    shipped_settings,
+    tls_broker,
+)
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -37,8 +43,6 @@ INGEST = "lingtan-ingest"
 RULES = "lingtan-rules"
 # A test-only user that may receive everything: it shows that nothing at all was published on
 # site-b, not only nothing that ingest may read. It adds a user; it changes no shipped one.
-OBSERVER = "lingtan-test-observer"
-OBSERVER_ACL = f"\n# test only\nuser {OBSERVER}\ntopic read #\n"
 # After the last message we know about has been stored, how long we keep watching for one that
 # should never come. Not a bound on anything: the ordering argument in the test is the proof.
 SETTLE_S = 2.0

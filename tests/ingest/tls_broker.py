@@ -21,6 +21,9 @@ from tests.servers import Server, _binary, _start, free_port
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 SERVICE_USERS = ("lingtan-ingest", "lingtan-rules")
+# a test-only user that may read every topic (pass OBSERVER_ACL as tls_broker's extra_acl)
+OBSERVER = "lingtan-test-observer"
+OBSERVER_ACL = f"\n# test only\nuser {OBSERVER}\ntopic read #\n"
 
 
 @dataclass
@@ -39,6 +42,12 @@ class TlsBroker:
         user = f"edge-{site}-{box}"
         self.password_files[user] = _add_edge(self.add_edge_env, site, box)
         return user
+
+    def restart(self) -> None:
+        """Stop the broker and start it again on the same ports (clients see it go away)."""
+        cmd = [str(a) for a in self.server.proc.args]  # type: ignore[union-attr]
+        self.server.stop()
+        self.server = _start(cmd, self.port, self.server.log, "mosquitto (TLS)")
 
     def reload(self) -> None:
         """SIGHUP, as `systemctl reload mosquitto` sends: rereads password file and ACL."""
@@ -179,7 +188,8 @@ def tls_broker(tmp: Path, *, edges: Sequence[tuple[str, str]] = (),
     conf.write_text(text)
     server = _start([_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)], port,
                     tmp / "mosquitto.log", "mosquitto (TLS)")
+    broker = TlsBroker(server, port, plain_port, certs / "ca.crt", files, env)
     try:
-        yield TlsBroker(server, port, plain_port, certs / "ca.crt", files, env)
+        yield broker
     finally:
-        server.stop()
+        broker.server.stop()  # the one running now: restart() replaces it

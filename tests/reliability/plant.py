@@ -32,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from collectors.profile import register_map
 from lingtan.simulator import SimulatedMeter
+from tests.mqtt_helpers import session_properties
 from tests.reliability.proxy import Proxy
 from tests.rules.alerts.servers import Http, http_server
 from tests.servers import VictoriaMetrics, free_port, mosquitto, victoria_metrics, wait_until
@@ -157,7 +158,12 @@ def webhook_server() -> Iterator[Webhook]:
 
 
 class AlertWatch:
-    """Alert events as published on lingtan/v1/{site}/alert."""
+    """Alert events as published on lingtan/v1/{site}/alert.
+
+    Its subscription lives in a persistent broker session, as ingest's and rules' do: when the
+    broker restarts, whichever reconnects first, events published meanwhile wait for it (a
+    clean session lost those rules sent the moment it was back before the watcher was).
+    """
 
     def __init__(self, port: int) -> None:
         self.events: list[dict[str, Any]] = []
@@ -169,7 +175,8 @@ class AlertWatch:
         self.client.on_connect = lambda c, *_: c.subscribe(f"lingtan/v1/{SITE}/alert", qos=1)
         self.client.on_subscribe = lambda *_: self._ready.set()
         self.client.reconnect_delay_set(0.2, 2)
-        self.client.connect("127.0.0.1", port)
+        self.client.connect("127.0.0.1", port, clean_start=False,
+                            properties=session_properties(3600))
         self.client.loop_start()
         assert self._ready.wait(10), "the alert watcher did not subscribe"
 
