@@ -11,6 +11,7 @@ Market-based Scope 2 is allocated per period from the booked grid import (rules/
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
@@ -488,10 +489,15 @@ class Engine:
     def _event(self, s: Sample, kind: str, detail: str) -> None:
         self.ledger.record_event(Event(s.site, s.device, s.ts, s.seq, kind, detail))
 
-    def watermark(self) -> int | None:
-        """Time up to which every accounted meter has reported (intervals before it are closed)."""
+    def watermark(self, devices: Collection[str] | None = None) -> int | None:
+        """Time up to which every accounted meter has reported (intervals before it are closed).
+
+        `devices`: of these meters only (a data-centre zone's, say).
+        """
         times = []
         for m in self.cfg.meters:
+            if devices is not None and m.device not in devices:
+                continue
             st = self.ledger.meter_state(self.site.id, m.device, m.counter_quantity)
             if st is not None:
                 times.append(st.ts)

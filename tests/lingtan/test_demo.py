@@ -52,8 +52,11 @@ async def test_the_plant_lives_its_history_and_its_first_half_hour(tmp_path: Pat
     for key in ("site_power_kw", "energy_today_kwh", "scope2_market_today_kgco2e",
                 "renewable_share_today_ratio", "cfe_today_ratio", "target_on_track"):  # fmt: skip
         assert key in last.values, key
-    assert last.pue
-    assert 1.2 < last.pue["dc1"] < 1.8
+    # the data centre's PUE today (IT + UPS losses + cooling over IT: 1.31, + 0.012 a degC over 10
+    # degC, plant.yaml); just after midnight there is none until both meters close a quarter hour
+    pues = [f.pue["dc1"] for f in live if f.pue]
+    assert len(pues) >= len(live) // 2
+    assert all(1.2 < p < 1.8 for p in pues), pues
     assert last.hours
     assert last.power_kw is not None
     assert last.power_kw > 300

@@ -185,6 +185,33 @@ def test_live_figures_equal_the_report_of_the_same_periods(tmp_path: Path) -> No
     assert fig.values["target_on_track"] == 1.0
 
 
+def test_pue_today_spans_what_both_meters_of_the_zone_have_reported(tmp_path: Path) -> None:
+    acc = _site(tmp_path)
+    live = Live(acc)
+    day = int(datetime(2026, 4, 2, tzinfo=UTC).timestamp() * 1000) - 2 * 3_600_000  # 00:00 +02
+    minute = 60_000
+    # the zone runs at PUE 1.5 (90 kW in, 60 kW of IT); its intake meter has read on 20 minutes
+    # past midnight, its IT meter only to 00:05 (polled at its own pace)
+    replay(acc.engine, [
+        Sample(site="p", device=d, seq=i, ts=day + t * minute,
+               values={"energy_import_kwh": kw * (t + 60) / 60})
+        for d, kw, ts in (("dc-in", 90.0, range(-60, 21, 5)), ("dc-it", 60.0, range(-60, 6, 5)))
+        for i, t in enumerate(ts)])
+    # today holds 20 minutes of intake and 5 of IT: 30 / 5 = 6 over the meters' own spans;
+    # both have closed no quarter hour of today, so there is no PUE today yet
+    fig = live.figures(day + 5 * minute)
+    assert "dc1" not in fig.pue_today
+    # the IT meter reads on to 00:25: the quarter hour 00:00-00:15 is closed for both
+    replay(acc.engine, [
+        Sample(site="p", device="dc-it", seq=13 + i, ts=day + t * minute,
+               values={"energy_import_kwh": 60.0 * (t + 60) / 60})
+        for i, t in enumerate(range(10, 26, 5))])
+    assert acc.engine.touched_from is not None
+    live.invalidate(acc.engine.touched_from)
+    fig = live.figures(day + 20 * minute)
+    assert fig.pue_today["dc1"] == pytest.approx(1.5)
+
+
 def test_a_meter_without_a_counter_integrates_its_power_flagged_estimated(tmp_path: Path) -> None:
     (tmp_path / "site.yaml").write_text(
         "site: {id: p, timezone: UTC, region: CN}\n"
