@@ -14,6 +14,7 @@ from ingest.sqlite_store import SqliteStore
 from telemetry.config import BrokerConfig, SiteInfo
 from telemetry.timeutil import now_ms
 from tests.ingest.harness import running
+from tests.ingest.influx_faults import influx_faults
 from tests.mqtt_helpers import collect, publish
 from tests.servers import VictoriaMetrics, free_port, wait_until
 
@@ -148,6 +149,31 @@ def test_after_a_restart_a_redelivered_clash_is_still_refused(
     assert svc2.stats.duplicates == 1
     [series] = victoria.export('{__name__="meter_active_power_kw"}')
     assert series["values"] == [0]
+
+
+def test_a_sample_the_database_refused_does_not_hold_its_point(
+        tmp_path: Path, broker: BrokerConfig, victoria: VictoriaMetrics) -> None:
+    # InfluxDB refuses seq 1 (400: a field type conflict, say); it is dead-lettered and is in
+    # no point, so seq 2 at the same ts, with another value, is stored, not refused as an
+    # overwrite of a value the database never took
+    ts = now_ms() - 5000
+    with influx_faults(victoria.url) as (url, faults):
+        faults.poison = "active_power_kw=7.25,"
+        svc = IngestService(SITE, broker, _cfg(tmp_path, InfluxConfig(url=url)))
+        with collect(broker, "lingtan/v1/+/deadletter") as dead, running(svc):
+            publish(broker, [("lingtan/v1/s1/m1/sample",
+                              _sample(1, ts=ts, values={"active_power_kw": 7.25}))])
+            wait_until(lambda: len(dead.payloads()) == 1, 15, "seq 1 refused and dead-lettered")
+            publish(broker, [("lingtan/v1/s1/m1/sample",
+                              _sample(2, ts=ts, values={"active_power_kw": 3.0}))])
+            wait_until(lambda: svc.stats.samples_stored == 1, 15, "seq 2 stored")
+            assert 400 in faults.statuses()
+    [letter] = [orjson.loads(p) for p in dead.payloads()]
+    assert "InfluxDB refused the line" in str(letter["reason"])
+    assert orjson.loads(str(letter["payload"]))["seq"] == 1
+    assert "overwrite" not in svc.stats.rejected
+    [series] = victoria.export('{__name__="meter_active_power_kw"}')
+    assert series["values"] == [3.0]
 
 
 def test_while_the_database_is_down_ingest_holds_no_more_than_max_pending(
