@@ -38,6 +38,12 @@ class Role(StrEnum):
 # Roles whose energy is electricity flowing through the site's connection (the site balance).
 THERMAL_ROLES = frozenset({Role.PURCHASED_HEAT, Role.PURCHASED_STEAM, Role.PURCHASED_COOLING})
 BREAKDOWN_ROLES = frozenset({Role.SUBMETER, Role.IT_LOAD, Role.DC_FACILITY})
+ZONE_ROLES = frozenset({Role.IT_LOAD, Role.DC_FACILITY})  # a data-centre zone's (PUE)
+
+
+def _zone_misfit(role: str, zone: str | None) -> bool:
+    """Whether a meter's role and zone disagree: a zone is for ZONE_ROLES, and only for them."""
+    return (role in ZONE_ROLES) != (zone is not None)
 
 
 # The counter each role reads unless the config names another: a meter's import register for
@@ -145,7 +151,7 @@ class MeterConfig(BaseModel):
             raise ValueError("a generation meter must say `renewable: true` or `renewable: false`")
         if self.role is not Role.GENERATION and self.renewable is not None:
             raise ValueError(f"`renewable` applies to generation meters, not {self.role}")
-        if (self.role in (Role.IT_LOAD, Role.DC_FACILITY)) != (self.zone is not None):
+        if _zone_misfit(self.role, self.zone):
             raise ValueError(
                 "`zone` is required for it_load and dc_facility meters, and only for them"
             )
@@ -273,7 +279,7 @@ class VirtualMeter(BaseModel):
     def _parse(self) -> VirtualMeter:
         if not self.terms:
             raise ValueError(f"virtual meter {self.id!r}: empty formula")
-        if (self.role in ("it_load", "dc_facility")) != (self.zone is not None):
+        if _zone_misfit(self.role, self.zone):
             raise ValueError(
                 f"virtual meter {self.id!r}: `zone` is required for it_load and dc_facility, "
                 "and only for them (a sub-meter with a zone would count as that zone's intake)"

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from rules.config import BREAKDOWN_ROLES, DEFAULT_QUANTITY, MeterConfig, Role
+from rules.config import BREAKDOWN_ROLES, DEFAULT_QUANTITY, ZONE_ROLES, MeterConfig, Role
 from telemetry.quantities import QuantityKind, vocabulary
 
 # Electricity counters in kWh; only these add up with each other in the breakdown.
@@ -98,7 +98,7 @@ class Layout:
 
     def zones(self) -> dict[str, list[Meter]]:
         """Data-centre zones with their IT-load and intake meters."""
-        return self._group("zone", frozenset({Role.IT_LOAD, Role.DC_FACILITY}))
+        return self._group("zone", ZONE_ROLES)
 
     def with_roles(self, roles: frozenset[Role]) -> list[Meter]:
         """Electricity meters with one of `roles`."""
