@@ -19,7 +19,6 @@ from rules.market import HourFlow, allocate, cfe, pools
 from rules.periods import PeriodKind, period_of
 from rules.targets import TargetStatus
 from rules.targets import status as target_status
-from telemetry.timeutil import QUARTER_HOUR_MS, floor_ms
 
 
 @dataclass
@@ -32,8 +31,8 @@ class DayTotals:
     scope1: float
     scope2_location: float  # electricity and thermal
     thermal: float  # purchased heat, steam, cooling (location = market: no instruments)
-    # zone: quarter-hour start: [facility, IT] kWh
-    zones: dict[str, dict[int, list[float]]] = field(default_factory=dict)
+    # breakdown kWh (sub-meters, data-centre meters) by quarter-hour start and meter, for PUE
+    breakdown: dict[int, dict[str, float]] = field(default_factory=dict)
     submetered_kwh: float = 0.0  # sub-meters and data-centre intakes (the breakdown)
     metered_kwh: float = 0.0  # the site's own meters (not the breakdown), for data quality
     estimated_kwh: float = 0.0  # of which spread over gaps or integrated from power
@@ -74,30 +73,19 @@ class Live:
         acc = self.accounts
         hours, ppa = acc.hours(start_ms, end_ms)
         rows = acc.engine.ledger.emissions(acc.site.id, start_ms, end_ms)
-        zones: dict[str, dict[int, list[float]]] = defaultdict(dict)
-        meters = acc.engine.meters
         sub = metered = estimated = 0.0
-        breakdown: dict[tuple[str, int], float] = defaultdict(float)
+        breakdown: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for device, role, iv, kwh, est, unit in acc.engine.ledger.meter_amounts(
             acc.site.id, start_ms, end_ms
         ):
             if unit != "kWh":
                 continue
-            m = meters.get(device)
-            if m is not None and m.zone is not None:
-                zones[m.zone].setdefault(iv, [0.0, 0.0])[1 if role == Role.IT_LOAD else 0] += kwh
             if role in BREAKDOWN_ROLES:
-                breakdown[device, iv] += kwh
+                breakdown[iv][device] += kwh
             if role in (Role.SUBMETER, Role.DC_FACILITY):
                 sub += kwh
             elif role not in BREAKDOWN_ROLES:
                 metered, estimated = metered + kwh, estimated + est
-        ivs = sorted({iv for _, iv in breakdown})
-        for v in acc.cfg.virtual_meters:  # a zone's IT or intake given by a formula
-            if v.zone is not None:
-                for iv in ivs:
-                    kwh = sum(sign * breakdown.get((dev, iv), 0.0) for sign, dev in v.terms)
-                    zones[v.zone].setdefault(iv, [0.0, 0.0])[1 if v.role == "it_load" else 0] += kwh
         found = self._days[start_ms] = DayTotals(
             hours=hours,
             ppa=ppa,
@@ -105,7 +93,7 @@ class Live:
             scope1=sum(r.kgco2e for r in rows if r.scope == "1"),
             scope2_location=sum(r.kgco2e for r in rows if r.scope == "2"),
             thermal=sum(r.kgco2e for r in rows if r.scope == "2" and r.category != "electricity"),
-            zones=dict(zones),
+            breakdown={iv: dict(row) for iv, row in breakdown.items()},
             submetered_kwh=sub,
             metered_kwh=metered,
             estimated_kwh=estimated,
@@ -183,7 +171,8 @@ class Live:
                 "target_forecast_fy_tco2e": target.forecast_tco2e,
                 "target_on_track": 1.0 if target.on_track else 0.0,
             }
-        pue = self._pue(day)
+        # over the quarter hours both meters of a zone have reported past (Accounts.zone_energy)
+        pue = {z: fac / it for z, (fac, it) in acc.zone_energy(day.breakdown).items() if it > 0}
         if day.metered_kwh > 0:
             values["estimated_share_today_ratio"] = day.estimated_kwh / day.metered_kwh
         return LiveFigures(
@@ -196,37 +185,6 @@ class Live:
             submetered_today_kwh=day.submetered_kwh,
             estimated_share_today=day.estimated_kwh / day.metered_kwh if day.metered_kwh else None,
         )
-
-    def _pue(self, day: DayTotals) -> dict[str, float]:
-        """PUE today of each zone over the quarter hours every meter of the zone has reported past.
-
-        Each meter is booked up to its own last reading; a ratio of two meters over their own
-        spans is skewed by the one that read last (just after midnight, one poll's worth of
-        intake without its IT load read 1.50 or 0.92 for a zone at 1.32). So a zone's PUE today
-        stops at the last quarter hour its IT and facility meters have all closed; until one has,
-        there is none. (A report of a finished period has every meter's whole span: the same.)
-        """
-        engine = self.accounts.engine
-        out: dict[str, float] = {}
-        for zone, intervals in day.zones.items():
-            mark = engine.watermark(self._zone_devices(zone))
-            if mark is None:
-                continue
-            cut = floor_ms(mark, QUARTER_HOUR_MS)
-            fac = sum(v[0] for iv, v in intervals.items() if iv < cut)
-            it = sum(v[1] for iv, v in intervals.items() if iv < cut)
-            if it > 0:
-                out[zone] = fac / it
-        return out
-
-    def _zone_devices(self, zone: str) -> set[str]:
-        """The meters a zone's IT and facility energy come from, through its virtual meters too."""
-        cfg = self.accounts.cfg
-        devices = {m.device for m in cfg.meters if m.zone == zone}
-        for v in cfg.virtual_meters:
-            if v.zone == zone:
-                devices |= {dev for _, dev in v.terms}
-        return devices
 
     def _power(self) -> float | None:
         """Site consumption power now: each meter's latest average power, combined by role.

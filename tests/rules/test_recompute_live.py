@@ -201,6 +201,7 @@ def test_pue_today_spans_what_both_meters_of_the_zone_have_reported(tmp_path: Pa
     # both have closed no quarter hour of today, so there is no PUE today yet
     fig = live.figures(day + 5 * minute)
     assert "dc1" not in fig.pue_today
+    assert acc.period(day, day + 86_400_000)["pue"]["dc1"] is None  # a report of today: the same
     # the IT meter reads on to 00:25: the quarter hour 00:00-00:15 is closed for both
     replay(acc.engine, [
         Sample(site="p", device="dc-it", seq=13 + i, ts=day + t * minute,
@@ -210,6 +211,9 @@ def test_pue_today_spans_what_both_meters_of_the_zone_have_reported(tmp_path: Pa
     live.invalidate(acc.engine.touched_from)
     fig = live.figures(day + 20 * minute)
     assert fig.pue_today["dc1"] == pytest.approx(1.5)
+    assert acc.period(day, day + 86_400_000)["pue"]["dc1"] == pytest.approx(1.5)
+    # yesterday's last hour is a finished period: both meters' whole span
+    assert acc.period(day - 3_600_000, day)["pue"]["dc1"] == pytest.approx(1.5)
 
 
 def test_a_meter_without_a_counter_integrates_its_power_flagged_estimated(tmp_path: Path) -> None:
