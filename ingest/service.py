@@ -62,7 +62,7 @@ _Series = tuple[str, str, str]  # site, device, quality: a meter series in Influ
 
 @dataclass(frozen=True, slots=True)
 class _Point:
-    """What InfluxDB holds of a series at its latest ts: the Samples written at it."""
+    """What InfluxDB holds of a series at one ts: the Samples written at it."""
 
     ts: int
     samples: tuple[Sample, ...]
@@ -124,9 +124,10 @@ class IngestService:
         self.stats = IngestStats()
         self.metrics = IngestMetrics()
         self._vocab = vocabulary()
-        # The latest point written per meter series (site, device, quality), to keep InfluxDB
-        # from overwriting a value with the next Sample's; in memory: a clash with the last
-        # Sample before a restart is not seen. The embedded store keeps both (its key has seq).
+        # The last point written per meter series (site, device, quality): the point of the
+        # series' most recent Sample, to keep InfluxDB from overwriting a value with the next
+        # Sample's; in memory: a clash with the last Sample before a restart is not seen. The
+        # embedded store keeps both (its key has seq).
         self._last_point: dict[_Series, _Point] = {}
 
     # -- running ------------------------------------------------------------------------------
@@ -218,8 +219,9 @@ class IngestService:
                     )
                 else:
                     duplicates += 1
-                    if not is_derived:  # stored before (a crash, a restart): at its ts again
-                        self._overwrite(s, points, check=False)
+                    if not is_derived and self.influx is not None:
+                        # stored before (a crash, a restart): its point is the last one again
+                        self._fold(s, points, self._joins(s, points))
         refused = self._write_until_durable(fresh, derived, stop)
         if refused is None:
             return  # stopping with the sink down: nothing acknowledged, the broker redelivers
@@ -240,9 +242,7 @@ class IngestService:
         self.consumer.ack(batch)
         self._account(batch, stored, duplicates, letters, started)
 
-    def _overwrite(
-        self, s: Sample, points: dict[_Series, _Point], *, check: bool = True
-    ) -> str | None:
+    def _overwrite(self, s: Sample, points: dict[_Series, _Point]) -> str | None:
         """Why a new meter Sample would overwrite a value in InfluxDB, if it would.
 
         Samples of a device at one ts are one point there: with other quantities, or the same
@@ -253,26 +253,35 @@ class IngestService:
         """
         if self.influx is None:  # the embedded store keeps every Sample
             return None
-        series = (s.site, s.device, s.quality.value)
-        prev = points.get(series) or self._last_point.get(series)
-        if prev is None or prev.ts != s.ts:
-            points[series] = _Point(s.ts, (s,))
-            return None
-        if check:
-            for p in prev.samples:
-                differ = [
-                    f"{q} {v!r} where seq {p.seq} has {p.values[q]!r}"
-                    for q, v in s.values.items()
-                    if q in p.values and p.values[q] != v
-                ]
-                if differ:
-                    return (
-                        f"overwrite: seq {s.seq} of {s.site}/{s.device} at ts {s.ts} has "
-                        f"{', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}; the "
-                        "database keeps one point per device and time"
-                    )
-        points[series] = _Point(s.ts, (*prev.samples, s))
+        joins = self._joins(s, points)
+        for p in joins.samples if joins is not None else ():
+            differ = [
+                f"{q} {v!r} where seq {p.seq} has {p.values[q]!r}"
+                for q, v in s.values.items()
+                if q in p.values and p.values[q] != v
+            ]
+            if differ:
+                return (
+                    f"overwrite: seq {s.seq} of {s.site}/{s.device} at ts {s.ts} has "
+                    f"{', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}; the "
+                    "database keeps one point per device and time"
+                )
+        self._fold(s, points, joins)
         return None
+
+    def _joins(self, s: Sample, points: dict[_Series, _Point]) -> _Point | None:
+        """The last point written of `s`'s series, if `s` is at its ts (InfluxDB merges them)."""
+        series = (s.site, s.device, s.quality.value)
+        last = points.get(series) or self._last_point.get(series)
+        return last if last is not None and last.ts == s.ts else None
+
+    def _fold(self, s: Sample, points: dict[_Series, _Point], joins: _Point | None) -> None:
+        """`s` as part of its series' last point: the one it joins, or a point of its own."""
+        series = (s.site, s.device, s.quality.value)
+        if joins is None:
+            points[series] = _Point(s.ts, (s,))
+        elif all(p.key != s.key for p in joins.samples):  # a redelivery is in it already
+            points[series] = _Point(s.ts, (*joins.samples, s))
 
     def _remember(self, points: dict[_Series, _Point], refused: set[tuple[str, str, int]]) -> None:
         """Keep the batch's points, without Samples the database refused."""
