@@ -93,6 +93,18 @@ class Accounts:
         self.cfg = engine.cfg
         self.grid_cfe = grid_cfe
         self.residual_note = ""
+        # each data-centre zone: its (0 facility | 1 IT, terms) parts and the meters behind them
+        parts: dict[str, list[tuple[int, list[tuple[int, str]]]]] = defaultdict(list)
+        for m in self.cfg.meters:
+            if m.zone is not None:
+                parts[m.zone].append((1 if m.role is Role.IT_LOAD else 0, [(1, m.device)]))
+        for v in self.cfg.virtual_meters:  # a zone's IT or intake given by a formula
+            if v.zone is not None:
+                parts[v.zone].append((1 if v.role == "it_load" else 0, v.terms))
+        self._zones = {
+            z: (ps, frozenset(dev for _, terms in ps for _, dev in terms))
+            for z, ps in parts.items()
+        }
         # the market-based remainder's factors, checked now rather than at the first hour
         lib, market = engine.factors, self.cfg.market
         named = [
@@ -418,17 +430,9 @@ class Accounts:
         poll's worth of intake without its IT load read 1.50 or 0.92 for a zone at 1.32). A
         finished period has every meter's whole span.
         """
-        members: dict[str, list[tuple[int, list[tuple[int, str]]]]] = defaultdict(list)
-        for m in self.cfg.meters:
-            if m.zone is not None:
-                members[m.zone].append((1 if m.role is Role.IT_LOAD else 0, [(1, m.device)]))
-        for v in self.cfg.virtual_meters:  # a zone's IT or intake given by a formula
-            if v.zone is not None:
-                members[v.zone].append((1 if v.role == "it_load" else 0, v.terms))
         booked = {dev for row in per_iv.values() for dev in row}
         out: dict[str, tuple[float, float]] = {}
-        for zone, parts in members.items():
-            devices = {dev for _, terms in parts for _, dev in terms}
+        for zone, (parts, devices) in self._zones.items():
             mark = self.engine.watermark(devices)
             if mark is None or not devices & booked:
                 continue
